@@ -1,0 +1,75 @@
+/*
+ * The configuration: an immutable, reference-counted snapshot built from a
+ * libconfig file.
+ *
+ * config_load() builds and fully validates a snapshot on the supervisor; a
+ * snapshot is never changed afterwards, so any thread may read it while it
+ * holds a reference. The last config_unref(), on whichever thread, frees it.
+ *
+ * Errors come back as "FILE:LINE: message". Unknown keys, wrong types and
+ * out-of-range values are errors; nothing is silently ignored.
+ */
+#pragma once
+
+#include "core/listener.h"
+
+#include <libconfig.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+struct protocol;
+
+struct service {
+    const struct protocol *proto;
+    char *name;
+    struct listen_addr *listen;
+    size_t nlisten;
+    void *pcfg; /* the protocol's own configuration */
+};
+
+struct config {
+    _Atomic int refs;
+    char *path;  /* as given */
+    char *dir;   /* folder relative paths are resolved against */
+    int workers; /* resolved: "auto" became the online CPU count */
+    int workers_auto;
+    unsigned grace_ms;           /* graceful stop: how long sessions may finish */
+    unsigned worker_connections; /* per worker; accept pauses at this many */
+    int backlog;
+    int log_level;
+    char *error_log; /* "stderr" or an absolute path */
+    char *user, *group;
+    struct service *services;
+    size_t nservices;
+};
+
+#define CONFIG_ERR_MAX 512
+
+struct config *config_load(const char *path, char *err, size_t errlen);
+struct config *config_ref(struct config *c);
+void config_unref(struct config *c);
+const struct service *config_service(const struct config *c, const char *name);
+
+/* Helpers for protocols' parse callbacks. Each returns 0, or -1 with the
+ * error (file:line: message) recorded in ctx. A missing key leaves *out as
+ * it was, so callers set defaults first. */
+struct cfg_ctx {
+    const char *file;
+    const char *dir;
+    char *err;
+    size_t errlen;
+};
+
+int cfg_error(struct cfg_ctx *ctx, const config_setting_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int cfg_int(struct cfg_ctx *ctx, const config_setting_t *group, const char *key, long long min,
+            long long max, long long *out);
+/* Seconds, integer or fractional, returned in milliseconds. */
+int cfg_duration_ms(struct cfg_ctx *ctx, const config_setting_t *group, const char *key,
+                    unsigned max_s, unsigned *out_ms);
+/* Returns a pointer into the configuration (valid while it is parsed). */
+int cfg_string(struct cfg_ctx *ctx, const config_setting_t *group, const char *key,
+               const char **out);
+int cfg_bool(struct cfg_ctx *ctx, const config_setting_t *group, const char *key, int *out);
+/* A newly allocated path, relative ones resolved against the config folder. */
+char *cfg_path(const struct cfg_ctx *ctx, const char *path);

@@ -1,0 +1,149 @@
+/*
+ * The error log. See log.h for the threading model: one descriptor number,
+ * retargeted with dup2(2), one write(2) per line.
+ */
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static int log_fd = STDERR_FILENO;
+static _Atomic int log_level = MLOG_INFO;
+static char *log_target; /* supervisor only */
+static _Thread_local int log_thread;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void log_init(void)
+{
+    /* A private copy of stderr, so later retargeting can dup2 over it. */
+    int fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (fd >= 0)
+        log_fd = fd;
+}
+
+static int open_target(const char *target)
+{
+    if (strcmp(target, "stderr") == 0)
+        return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    return open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+int log_open(const char *target)
+{
+    int fd = open_target(target);
+    if (fd < 0)
+        return -1;
+    if (fd != log_fd) {
+        if (dup2(fd, log_fd) < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        close(fd);
+    }
+    char *copy = strdup(target);
+    if (copy) {
+        free(log_target);
+        log_target = copy;
+    }
+    return 0;
+}
+
+int log_reopen(void)
+{
+    return log_open(log_target ? log_target : "stderr");
+}
+
+int log_level_parse(const char *name)
+{
+    for (int i = 0; i < (int)(sizeof level_names / sizeof *level_names); i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void log_set_level(enum log_level level)
+{
+    atomic_store_explicit(&log_level, level, memory_order_relaxed);
+}
+
+int log_enabled(enum log_level level)
+{
+    return (int)level <= atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+void log_set_thread(int id)
+{
+    log_thread = id;
+}
+
+static int format_prefix(char *buf, size_t len, enum log_level level, const char *peer)
+{
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    char who[16];
+    if (log_thread == 0)
+        snprintf(who, sizeof who, "sup");
+    else
+        snprintf(who, sizeof who, "w%d", log_thread);
+    return snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s%s%s: ", tm.tm_year + 1900,
+                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                    (int)(tv.tv_usec / 1000), level_names[level], who, peer ? " " : "",
+                    peer ? peer : "");
+}
+
+void log_vmsg(enum log_level level, const char *peer, const char *fmt, va_list ap)
+{
+    if (!log_enabled(level))
+        return;
+    char stack[1024];
+    char *buf = stack;
+    int n = format_prefix(stack, sizeof stack, level, peer);
+    if (n < 0 || (size_t)n >= sizeof stack)
+        n = 0;
+    va_list ap2;
+    va_copy(ap2, ap);
+    int m = vsnprintf(stack + n, sizeof stack - (size_t)n, fmt, ap);
+    if (m < 0) {
+        va_end(ap2);
+        return;
+    }
+    if ((size_t)(n + m + 1) >= sizeof stack) {
+        /* A long message gets a heap line rather than being cut short. */
+        buf = malloc((size_t)n + (size_t)m + 2);
+        if (!buf) {
+            va_end(ap2);
+            return;
+        }
+        memcpy(buf, stack, (size_t)n);
+        vsnprintf(buf + n, (size_t)m + 1, fmt, ap2);
+    }
+    va_end(ap2);
+    size_t len = (size_t)n + (size_t)m;
+    buf[len++] = '\n';
+    /* One write per line; a short write on a file is not retried, so that a
+     * half line is never followed by another thread's line mid-way. */
+    ssize_t w = write(log_fd, buf, len);
+    (void)w;
+    if (buf != stack)
+        free(buf);
+}
+
+void log_msg(enum log_level level, const char *peer, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(level, peer, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,83 @@
+/*
+ * medusad: the command line (shared DESIGN.md §3). Everything else is the
+ * supervisor's.
+ */
+#include "core/config.h"
+#include "core/log.h"
+#include "core/supervisor.h"
+#include "version.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef MEDUSA_DEFAULT_CONFIG
+#define MEDUSA_DEFAULT_CONFIG "/etc/medusa/medusa.conf"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: medusad [-c FILE] [-w N] [-t] [-V] [-h]\n"
+            "  -c FILE  configuration file (default " MEDUSA_DEFAULT_CONFIG ")\n"
+            "  -w N     number of worker threads, overriding 'workers'\n"
+            "  -t       check the configuration and exit (0 valid, 1 with FILE:LINE: message)\n"
+            "  -V       print the version and exit\n"
+            "  -h       this help\n"
+            "signals: TERM/INT graceful stop, HUP reload, USR1 reopen logs, USR2 log statistics\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = MEDUSA_DEFAULT_CONFIG;
+    int test = 0, workers = 0, opt;
+    while ((opt = getopt(argc, argv, "c:w:tVh")) != -1) {
+        switch (opt) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'w': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*optarg == 0 || *end || n < 1 || n > 256) {
+                fprintf(stderr, "medusad: -w takes a worker count from 1 to 256\n");
+                return 2;
+            }
+            workers = (int)n;
+            break;
+        }
+        case 't':
+            test = 1;
+            break;
+        case 'V':
+            printf("medusad %s\n", MEDUSA_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    log_init();
+    if (test) {
+        char err[CONFIG_ERR_MAX];
+        struct config *c = config_load(config, err, sizeof err);
+        if (!c) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        printf("%s: configuration ok (%zu service%s, %d worker%s)\n", config, c->nservices,
+               c->nservices == 1 ? "" : "s", workers ? workers : c->workers,
+               (workers ? workers : c->workers) == 1 ? "" : "s");
+        config_unref(c);
+        return 0;
+    }
+    return supervisor_run(config, workers);
+}

@@ -1,0 +1,37 @@
+/*
+ * Per-worker counters. Each counter has exactly one writer, the worker that
+ * owns it, which updates it with a relaxed load and store (no locked
+ * instruction on the hot path); any thread may read it with a relaxed load.
+ * A consistent snapshot of one worker is asked for through the bus
+ * (MSG_STATS_REQ), which the worker answers from its own thread.
+ */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct worker_stats {
+    _Atomic uint64_t accepted, active, closed, bytes_in, bytes_out, errors;
+};
+
+struct worker_stats_snapshot {
+    int worker;
+    uint64_t accepted, active, closed, bytes_in, bytes_out, errors;
+};
+
+static inline void stat_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline void stat_sub(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t stat_get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}

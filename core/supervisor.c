@@ -1,0 +1,511 @@
+/*
+ * Supervisor thread; see supervisor.h.
+ *
+ * Listeners. The supervisor keeps the list of (service, address) pairs that
+ * are open. It opens the sockets, one SO_REUSEPORT socket per worker for TCP
+ * and one shared socket dup'ed per worker for Unix paths, and gives each
+ * worker its descriptor in MSG_LISTEN_ADD; from then on the worker owns it.
+ * Opening happens before anything is committed, so a reload whose new
+ * listener cannot be bound changes nothing.
+ *
+ * Reload (SIGHUP): parse and validate a new snapshot; open the listeners it
+ * adds; only then send workers the new snapshot, the new listeners, and the
+ * removals. On any error the old configuration stays active, and the error
+ * is logged with file:line.
+ *
+ * Stop (SIGTERM, SIGINT): MSG_STOP with the grace period to every worker;
+ * exit 0 when every worker has reported that it exited. A second signal
+ * stops at once.
+ */
+#include "core/supervisor.h"
+
+#include "core/bus.h"
+#include "core/config.h"
+#include "core/listener.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "protocols/protocol.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <event2/event.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+struct sup_listener {
+    struct sup_listener *next;
+    uint32_t id;
+    char *service;
+    struct listen_addr addr;
+};
+
+struct supervisor {
+    struct event_base *base;
+    struct config *cfg;
+    const char *config_path;
+    struct worker **workers;
+    int nworkers;
+    int running; /* workers not yet exited */
+    struct sup_listener *listeners;
+    uint32_t next_listener_id;
+    int stopping;
+    void **proto_state;
+    /* Statistics requests in flight (SIGUSR2). */
+    uint64_t stats_req;
+    int stats_pending;
+    struct worker_stats_snapshot stats_total;
+};
+
+static void send_listener(int worker, uint32_t id, int fd, const char *service, const char *text)
+{
+    struct listener_sock *ls = calloc(1, sizeof *ls);
+    if (!ls || !(ls->service = strdup(service)) || !(ls->text = strdup(text))) {
+        log_error(text, "out of memory handing a listener to worker %d", worker);
+        if (ls) {
+            ls->fd = fd;
+            listener_sock_free(ls);
+        } else {
+            close(fd);
+        }
+        return;
+    }
+    ls->id = id;
+    ls->fd = fd;
+    struct msg m = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
+    bus_send(worker, &m);
+}
+
+/* Opens one descriptor per worker into fds[]; 0, or -1 with err. */
+static int open_for_workers(const struct listen_addr *a, int backlog, int n, int *fds, char *err,
+                            size_t errlen)
+{
+    for (int i = 0; i < n; i++) {
+        if (a->family == AF_UNIX && i > 0)
+            fds[i] = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
+        else
+            fds[i] = listener_open(a, backlog, err, errlen);
+        if (fds[i] < 0) {
+            if (a->family == AF_UNIX && i > 0)
+                snprintf(err, errlen, "dup of %s: %s", a->text, strerror(errno));
+            while (i-- > 0)
+                close(fds[i]);
+            if (a->family == AF_UNIX)
+                listener_unlink(a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static struct sup_listener *find_listener(struct supervisor *s, const char *service,
+                                          const char *text)
+{
+    for (struct sup_listener *l = s->listeners; l; l = l->next)
+        if (strcmp(l->service, service) == 0 && strcmp(l->addr.text, text) == 0)
+            return l;
+    return NULL;
+}
+
+static int in_config(const struct config *c, const struct sup_listener *l)
+{
+    const struct service *svc = config_service(c, l->service);
+    for (size_t i = 0; svc && i < svc->nlisten; i++)
+        if (strcmp(svc->listen[i].text, l->addr.text) == 0)
+            return 1;
+    return 0;
+}
+
+struct pending_open {
+    struct pending_open *next;
+    struct sup_listener *l;
+    int *fds;
+};
+
+static void pending_free(struct pending_open *p, int close_fds)
+{
+    while (p) {
+        struct pending_open *next = p->next;
+        if (close_fds) {
+            for (int i = 0; p->fds && p->fds[i] >= 0; i++)
+                close(p->fds[i]);
+            listener_unlink(&p->l->addr);
+            free(p->l->service);
+            free(p->l);
+        }
+        free(p->fds);
+        free(p);
+        p = next;
+    }
+}
+
+/* Opens every listener of cfg that is not open yet. Nothing is handed to
+ * workers here, so failure is undone by closing. */
+static int open_new_listeners(struct supervisor *s, const struct config *cfg,
+                              struct pending_open **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct service *svc = &cfg->services[i];
+        for (size_t a = 0; a < svc->nlisten; a++) {
+            if (find_listener(s, svc->name, svc->listen[a].text))
+                continue;
+            struct pending_open *p = calloc(1, sizeof *p);
+            if (p)
+                p->l = calloc(1, sizeof *p->l);
+            if (p && p->l)
+                p->fds = malloc(sizeof(int) * (size_t)(s->nworkers + 1));
+            if (!p || !p->l || !p->fds || !(p->l->service = strdup(svc->name))) {
+                snprintf(err, errlen, "out of memory opening %s", svc->listen[a].text);
+                if (p) {
+                    free(p->fds);
+                    free(p->l);
+                    free(p);
+                }
+                pending_free(*out, 1);
+                return -1;
+            }
+            p->l->addr = svc->listen[a];
+            memset(p->fds, 0xff, sizeof(int) * (size_t)(s->nworkers + 1));
+            if (open_for_workers(&svc->listen[a], cfg->backlog, s->nworkers, p->fds, err, errlen) <
+                0) {
+                memset(p->fds, 0xff, sizeof(int) * (size_t)(s->nworkers + 1));
+                p->next = *out;
+                *out = p;
+                pending_free(*out, 1);
+                *out = NULL;
+                return -1;
+            }
+            p->next = *out;
+            *out = p;
+        }
+    }
+    return 0;
+}
+
+static void commit_listeners(struct supervisor *s, const struct config *cfg,
+                             struct pending_open *opened)
+{
+    /* Removed listeners: every worker takes what is queued and closes. */
+    for (struct sup_listener **pp = &s->listeners; *pp;) {
+        struct sup_listener *l = *pp;
+        if (in_config(cfg, l)) {
+            pp = &l->next;
+            continue;
+        }
+        *pp = l->next;
+        for (int w = 0; w < s->nworkers; w++) {
+            struct msg m = {.type = MSG_LISTEN_REMOVE, .a = l->id};
+            bus_send(s->workers[w]->id, &m);
+        }
+        listener_unlink(&l->addr);
+        log_info(l->addr.text, "listener removed (%s)", l->service);
+        free(l->service);
+        free(l);
+    }
+    for (struct pending_open *p = opened; p; p = p->next) {
+        p->l->id = ++s->next_listener_id;
+        for (int w = 0; w < s->nworkers; w++)
+            send_listener(s->workers[w]->id, p->l->id, p->fds[w], p->l->service, p->l->addr.text);
+        p->l->next = s->listeners;
+        s->listeners = p->l;
+        log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, s->nworkers,
+                 s->nworkers == 1 ? "" : "s");
+    }
+    pending_free(opened, 0);
+}
+
+static void apply_log(const struct config *cfg)
+{
+    log_set_level(cfg->log_level);
+    if (log_open(cfg->error_log) < 0)
+        log_error(NULL, "cannot open error log %s: %s; logging stays where it was", cfg->error_log,
+                  strerror(errno));
+}
+
+static void reload(struct supervisor *s)
+{
+    char err[CONFIG_ERR_MAX];
+    sd_notify(0, "RELOADING=1");
+    log_info(NULL, "reloading %s", s->config_path);
+    struct config *cfg = config_load(s->config_path, err, sizeof err);
+    struct pending_open *opened = NULL;
+    if (!cfg || open_new_listeners(s, cfg, &opened, err, sizeof err) < 0) {
+        log_error(NULL, "reload failed: %s; the old configuration is still active", err);
+        config_unref(cfg);
+        sd_notify(0, "READY=1\nSTATUS=reload failed; old configuration active");
+        return;
+    }
+    if (cfg->workers != s->cfg->workers && !cfg->workers_auto)
+        log_warn(NULL, "'workers' changed to %d: the worker count changes at restart",
+                 cfg->workers);
+    apply_log(cfg);
+    for (int w = 0; w < s->nworkers; w++) {
+        struct msg m = {
+            .type = MSG_CONFIG, .ptr = config_ref(cfg), .free_fn = (void (*)(void *))config_unref};
+        bus_send(s->workers[w]->id, &m);
+    }
+    commit_listeners(s, cfg, opened);
+    config_unref(s->cfg);
+    s->cfg = cfg;
+    log_info(NULL, "configuration reloaded");
+    sd_notify(0, "READY=1\nSTATUS=running");
+}
+
+static void stop(struct supervisor *s, unsigned grace_ms)
+{
+    if (s->stopping && grace_ms)
+        return;
+    if (!s->stopping) {
+        sd_notify(0, "STOPPING=1");
+        log_info(NULL, "stopping (grace period %u ms)", grace_ms);
+    } else {
+        log_info(NULL, "stopping now");
+    }
+    s->stopping = 1;
+    for (int w = 0; w < s->nworkers; w++) {
+        struct msg m = {.type = MSG_STOP, .a = grace_ms};
+        bus_send(s->workers[w]->id, &m);
+    }
+}
+
+static void request_stats(struct supervisor *s)
+{
+    if (s->stats_pending)
+        return;
+    s->stats_req++;
+    memset(&s->stats_total, 0, sizeof s->stats_total);
+    for (int w = 0; w < s->nworkers; w++) {
+        struct msg m = {.type = MSG_STATS_REQ, .a = s->stats_req};
+        bus_send(s->workers[w]->id, &m);
+        s->stats_pending++;
+    }
+}
+
+static void on_stats_reply(struct supervisor *s, struct msg *m)
+{
+    struct worker_stats_snapshot *w = m->ptr;
+    if (m->a != s->stats_req || !s->stats_pending)
+        return;
+    log_info(NULL,
+             "stats worker %d: accepted=%llu active=%llu closed=%llu bytes_in=%llu "
+             "bytes_out=%llu errors=%llu inbox=%zu",
+             w->worker, (unsigned long long)w->accepted, (unsigned long long)w->active,
+             (unsigned long long)w->closed, (unsigned long long)w->bytes_in,
+             (unsigned long long)w->bytes_out, (unsigned long long)w->errors,
+             bus_inbox_depth(w->worker));
+    struct worker_stats_snapshot *t = &s->stats_total;
+    t->accepted += w->accepted;
+    t->active += w->active;
+    t->closed += w->closed;
+    t->bytes_in += w->bytes_in;
+    t->bytes_out += w->bytes_out;
+    t->errors += w->errors;
+    if (--s->stats_pending == 0)
+        log_info(NULL,
+                 "stats total: workers=%d accepted=%llu active=%llu closed=%llu "
+                 "bytes_in=%llu bytes_out=%llu errors=%llu",
+                 s->nworkers, (unsigned long long)t->accepted, (unsigned long long)t->active,
+                 (unsigned long long)t->closed, (unsigned long long)t->bytes_in,
+                 (unsigned long long)t->bytes_out, (unsigned long long)t->errors);
+}
+
+static void dispatch(struct msg *m, void *arg)
+{
+    struct supervisor *s = arg;
+    switch (m->type) {
+    case MSG_WORKER_EXITED:
+        log_debug(NULL, "worker %u exited", m->from);
+        if (--s->running == 0)
+            event_base_loopexit(s->base, NULL);
+        break;
+    case MSG_STATS_REPLY:
+        on_stats_reply(s, m);
+        break;
+    case MSG_PROTO:
+        if (protocols_all[m->proto] && protocols_all[m->proto]->sup_message) {
+            protocols_all[m->proto]->sup_message(s->proto_state[m->proto], m);
+            return;
+        }
+        break;
+    default:
+        log_error(NULL, "unexpected message type %u from thread %u", m->type, m->from);
+    }
+    msg_release(m);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct supervisor *s = arg;
+    switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+        stop(s, s->stopping ? 0 : s->cfg->grace_ms);
+        break;
+    case SIGHUP:
+        if (!s->stopping)
+            reload(s);
+        break;
+    case SIGUSR1:
+        if (log_reopen() < 0)
+            log_error(NULL, "reopening the error log failed: %s", strerror(errno));
+        else
+            log_info(NULL, "log files reopened");
+        break;
+    case SIGUSR2:
+        request_stats(s);
+        break;
+    }
+}
+
+static int drop_privileges(const struct config *cfg)
+{
+    if (geteuid() != 0 || !cfg->user)
+        return 0;
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_error(NULL, "user '%s' does not exist", cfg->user);
+        return -1;
+    }
+    gid_t gid = pw->pw_gid;
+    if (cfg->group) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_error(NULL, "group '%s' does not exist", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (initgroups(cfg->user, gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0) {
+        log_error(NULL, "cannot switch to user '%s': %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    log_info(NULL, "running as user %s", cfg->user);
+    return 0;
+}
+
+static int start_workers(struct supervisor *s)
+{
+    s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+    if (!s->workers)
+        return -1;
+    for (int i = 0; i < s->nworkers; i++) {
+        if (!(s->workers[i] = worker_new(i + 1, s->cfg))) {
+            log_error(NULL, "cannot create worker %d", i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int supervisor_run(const char *config_path, int workers_override)
+{
+    struct supervisor sup = {.config_path = config_path};
+    struct supervisor *s = &sup;
+    char err[CONFIG_ERR_MAX];
+    int status = 1;
+
+    s->cfg = config_load(config_path, err, sizeof err);
+    if (!s->cfg) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    apply_log(s->cfg);
+    s->nworkers = workers_override > 0 ? workers_override : s->cfg->workers;
+
+    signal(SIGPIPE, SIG_IGN);
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    s->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    size_t nproto = 0;
+    while (protocols_all[nproto])
+        nproto++;
+    s->proto_state = calloc(nproto + 1, sizeof *s->proto_state);
+    if (!s->base || !s->proto_state || bus_register(BUS_SUPERVISOR) < 0) {
+        log_error(NULL, "cannot set up the supervisor");
+        goto out;
+    }
+    bus_set_live(BUS_SUPERVISOR, 1);
+    if (bus_thread_init(BUS_SUPERVISOR, s->base, dispatch, s) < 0 || start_workers(s) < 0)
+        goto out;
+
+    struct pending_open *opened;
+    if (open_new_listeners(s, s->cfg, &opened, err, sizeof err) < 0) {
+        log_error(NULL, "%s", err);
+        goto out_workers;
+    }
+    if (drop_privileges(s->cfg) < 0) {
+        pending_free(opened, 1);
+        goto out_workers;
+    }
+    for (size_t i = 0; i < nproto; i++)
+        if (protocols_all[i]->sup_start)
+            s->proto_state[i] = protocols_all[i]->sup_start();
+    for (int i = 0; i < s->nworkers; i++) {
+        if (worker_start(s->workers[i]) < 0) {
+            log_error(NULL, "cannot start worker %d: %s", i + 1, strerror(errno));
+            pending_free(opened, 1);
+            stop(s, 0);
+            goto run;
+        }
+        s->running++;
+    }
+    commit_listeners(s, s->cfg, opened);
+
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+    struct event *sev[5];
+    for (size_t i = 0; i < 5; i++) {
+        sev[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
+        event_add(sev[i], NULL);
+    }
+    log_info(NULL, "medusad started: %d worker%s, pid %d", s->nworkers, s->nworkers == 1 ? "" : "s",
+             (int)getpid());
+    sd_notifyf(0, "READY=1\nSTATUS=running, %d workers\nMAINPID=%d", s->nworkers, (int)getpid());
+    status = 0;
+run:
+    if (s->running)
+        event_base_dispatch(s->base);
+    for (size_t i = 0; status == 0 && i < 5; i++)
+        event_free(sev[i]);
+out_workers:
+    /* Workers that never started are freed without a join. */
+    for (int i = 0; s->workers && i < s->nworkers; i++) {
+        if (!s->workers[i])
+            continue;
+        if (bus_is_live(s->workers[i]->id)) {
+            worker_join_free(s->workers[i]);
+        } else {
+            config_unref(s->workers[i]->cfg);
+            free(s->workers[i]->proto_state);
+            free(s->workers[i]);
+        }
+    }
+    free(s->workers);
+    while (s->listeners) {
+        struct sup_listener *l = s->listeners;
+        s->listeners = l->next;
+        listener_unlink(&l->addr);
+        free(l->service);
+        free(l);
+    }
+    for (size_t i = 0; i < nproto; i++)
+        if (protocols_all[i]->sup_stop && s->proto_state[i])
+            protocols_all[i]->sup_stop(s->proto_state[i]);
+    if (status == 0)
+        log_info(NULL, "medusad stopped");
+out:
+    bus_thread_fini();
+    bus_shutdown();
+    free(s->proto_state);
+    if (s->base)
+        event_base_free(s->base);
+    config_unref(s->cfg);
+    return status;
+}

@@ -1,0 +1,108 @@
+/*
+ * The room's directory, on the supervisor: which nicknames are taken, by
+ * whom. It decides joins (first come, first served, case-insensitively) and
+ * tells every worker. See chat.h for the message flow.
+ */
+#include "protocols/chat/chat.h"
+
+#include "core/bus.h"
+#include "core/log.h"
+
+#include <search.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct room {
+    void *nicks; /* tsearch tree of char * */
+    size_t count;
+};
+
+static int nick_cmp(const void *a, const void *b)
+{
+    return strcasecmp(a, b);
+}
+
+void chat_send_str(int to, enum chat_msg sub, uint64_t a, uint64_t b, const char *s)
+{
+    char *copy = strdup(s);
+    if (!copy) {
+        log_error(NULL, "chat: out of memory sending to thread %d", to);
+        return;
+    }
+    struct msg m = {.type = MSG_PROTO,
+                    .proto = (uint16_t)protocol_index(&chat_protocol),
+                    .sub = (uint16_t)sub,
+                    .len = (uint32_t)strlen(s),
+                    .a = a,
+                    .b = b,
+                    .ptr = copy,
+                    .free_fn = free};
+    bus_send(to, &m);
+}
+
+static void to_all_workers(enum chat_msg sub, uint64_t a, uint64_t b, const char *s)
+{
+    int n = bus_max_worker();
+    for (int w = 1; w <= n; w++)
+        if (bus_is_live(w))
+            chat_send_str(w, sub, a, b, s);
+}
+
+void *chat_room_start(void)
+{
+    return calloc(1, sizeof(struct room));
+}
+
+static void free_nick(void *p)
+{
+    free(p);
+}
+
+void chat_room_stop(void *arg)
+{
+    struct room *r = arg;
+    tdestroy(r->nicks, free_nick);
+    free(r);
+}
+
+void chat_room_message(void *arg, struct msg *m)
+{
+    struct room *r = arg;
+    char *nick = m->ptr;
+    switch (m->sub) {
+    case CHAT_JOIN: {
+        if (tfind(nick, &r->nicks, nick_cmp)) {
+            struct msg t = {.type = MSG_PROTO, .proto = m->proto, .sub = CHAT_TAKEN, .a = m->a};
+            bus_send(m->from, &t);
+            break;
+        }
+        if (!tsearch(nick, &r->nicks, nick_cmp)) {
+            log_error(NULL, "chat: out of memory adding %s", nick);
+            struct msg t = {.type = MSG_PROTO, .proto = m->proto, .sub = CHAT_TAKEN, .a = m->a};
+            bus_send(m->from, &t);
+            break;
+        }
+        m->ptr = NULL; /* the tree owns it now */
+        r->count++;
+        to_all_workers(CHAT_JOINED, m->a, m->from, nick);
+        log_info("chat", "%s joined on worker %u (%zu in the room)", nick, m->from, r->count);
+        break;
+    }
+    case CHAT_LEAVE: {
+        void *found = tfind(nick, &r->nicks, nick_cmp);
+        if (!found)
+            break;
+        char *owned = *(char **)found;
+        tdelete(nick, &r->nicks, nick_cmp);
+        r->count--;
+        to_all_workers(CHAT_LEFT, 0, m->from, nick);
+        log_info("chat", "%s left (%zu in the room)", nick, r->count);
+        free(owned);
+        break;
+    }
+    default:
+        log_error(NULL, "chat: unexpected message %u from thread %u", m->sub, m->from);
+    }
+    msg_release(m);
+}

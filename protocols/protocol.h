@@ -1,0 +1,49 @@
+/*
+ * What a protocol gives the core. core/ never names a protocol: it walks
+ * protocols_all (protocols/protocols.c), parses each protocol's top-level
+ * configuration list with its parse callback, and hands accepted connections
+ * and bus messages to it.
+ *
+ * Worker-side callbacks run on the worker that owns the connection; the
+ * sup_* callbacks run on the supervisor thread.
+ */
+#pragma once
+
+#include "core/queue.h"
+
+#include <libconfig.h>
+
+struct cfg_ctx;
+struct conn;
+struct worker;
+
+struct protocol {
+    const char *name;        /* top-level configuration list, e.g. "chat" */
+    const char *const *keys; /* keys a service block takes besides name and listen */
+    int tcp_nodelay;         /* interactive traffic: disable Nagle on accept */
+
+    /* Parse one service block into *pcfg (the protocol's own struct). */
+    int (*parse)(struct cfg_ctx *ctx, const config_setting_t *block, void **pcfg);
+    void (*free_cfg)(void *pcfg);
+
+    /* Per-worker state, made when the worker starts, freed when it ends. */
+    void *(*worker_start)(struct worker *w);
+    void (*worker_stop)(void *state);
+    /* A new connection for this protocol; c->bev is ready, reading off. */
+    void (*accept)(void *state, struct conn *c);
+    /* The connection is being closed (by anyone): release c->proto_ctx. */
+    void (*closed)(void *state, struct conn *c);
+    /* A graceful stop began; grace_ms is how long the session has left. */
+    void (*stopping)(void *state, struct conn *c, unsigned grace_ms);
+    /* A MSG_PROTO message for this protocol; the callee owns it. */
+    void (*message)(void *state, struct msg *m);
+
+    /* Supervisor side; any may be NULL. */
+    void *(*sup_start)(void);
+    void (*sup_stop)(void *state);
+    void (*sup_message)(void *state, struct msg *m);
+};
+
+/* NULL-terminated; the index of a protocol here is its msg.proto. */
+extern const struct protocol *const protocols_all[];
+int protocol_index(const struct protocol *p);
