@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 enum user_state { U_NICK, U_JOINING, U_ROOM };
 
@@ -58,23 +59,25 @@ struct chat_worker {
     size_t roster_n;
 };
 
-static const char *const chat_keys[] = {"max_line", "max_output", "idle_timeout", NULL};
+static const char *const chat_keys[] = {"max_line", "max_output", "idle_timeout", "sndbuf", NULL};
 
 static int chat_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **out)
 {
     struct chat_cfg *c = calloc(1, sizeof *c);
     if (!c)
         return cfg_error(ctx, block, "out of memory");
-    long long max_line = 1024, max_output = 256 * 1024;
+    long long max_line = 1024, max_output = 256 * 1024, sndbuf = 0;
     c->idle_ms = 600 * 1000;
     if (cfg_int(ctx, block, "max_line", 16, 1 << 20, &max_line) < 0 ||
         cfg_int(ctx, block, "max_output", 1024, 1LL << 30, &max_output) < 0 ||
+        cfg_int(ctx, block, "sndbuf", 0, 64 << 20, &sndbuf) < 0 ||
         cfg_duration_ms(ctx, block, "idle_timeout", 7 * 86400, &c->idle_ms) < 0) {
         free(c);
         return -1;
     }
     c->max_line = (unsigned)max_line;
     c->max_output = (unsigned)max_output;
+    c->sndbuf = (unsigned)sndbuf;
     *out = c;
     return 0;
 }
@@ -426,6 +429,12 @@ static void chat_accept(void *state, struct conn *c)
     if (cw->users)
         cw->users->prev = u;
     cw->users = u;
+    if (u->cfg->sndbuf) {
+        /* Bounds what the kernel holds for a client that stops reading
+         * (autotuning lets a loopback socket queue megabytes). */
+        int v = (int)u->cfg->sndbuf;
+        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+    }
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, u);
     if (u->cfg->idle_ms) {
         struct timeval tv = {u->cfg->idle_ms / 1000, (u->cfg->idle_ms % 1000) * 1000};

@@ -35,6 +35,7 @@ struct chat_cfg {
     unsigned max_line;   /* bytes, without the line end */
     unsigned max_output; /* bytes queued for one client before it is dropped */
     unsigned idle_ms;    /* 0: no idle timeout */
+    unsigned sndbuf;     /* SO_SNDBUF for clients; 0: the kernel's autotuning */
 };
 
 extern const struct protocol chat_protocol;

@@ -1,0 +1,57 @@
+"""SIGHUP: a new listener becomes reachable; a broken file changes nothing
+and says file:line; a removed listener stops accepting while its open
+sessions go on."""
+import socket
+
+from harness import ChatClient, Server, chat_conf, free_port, ok
+
+p1, p2 = free_port(), free_port()
+a1, a2 = "127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2
+srv = Server(chat_conf(listen=[a1]), workers=2)
+
+alice = ChatClient(("127.0.0.1", p1))
+alice.join("alice")
+
+out = srv.reload(chat_conf(listen=[a1, a2]))
+assert "configuration reloaded" in out, out
+bob = ChatClient(("127.0.0.1", p2))
+bob.join("bob")
+assert alice.line() == "[bob joined]"
+ok("listener added by reload is reachable")
+
+good = open(srv.conf).read()
+out = srv.reload(chat_conf(listen=[a1, a2]) + "workers = ;\n")
+assert "reload failed: %s:" % srv.conf in out and "syntax error" in out, out
+assert "old configuration is still active" in out, out
+out = srv.reload(chat_conf(listen=[a1, a2, "127.0.0.1:99999"]))
+assert "reload failed" in out and "bad port" in out, out
+# A listener that cannot be bound also fails the reload as a whole.
+blocker = socket.socket()
+blocker.bind(("127.0.0.1", 0))
+blocker.listen(1)
+busy = "127.0.0.1:%d" % blocker.getsockname()[1]
+out = srv.reload(chat_conf(listen=[a1, a2, busy]))
+assert "reload failed" in out and "Address already in use" in out, out
+blocker.close()
+carol = ChatClient(("127.0.0.1", p2))
+carol.join("carol")
+alice.send_line("still here")
+assert bob.line() == "[carol joined]"
+assert bob.line() == "alice: still here"
+ok("broken configurations are refused with file:line and change nothing")
+
+out = srv.reload(chat_conf(listen=[a2]))
+assert "configuration reloaded" in out, out
+try:
+    socket.create_connection(("127.0.0.1", p1), timeout=2).close()
+    raise AssertionError("removed listener still accepts")
+except ConnectionRefusedError:
+    pass
+alice.send_line("after removal")
+assert bob.line() == "alice: after removal"
+ok("removed listener refuses new connections; its open session goes on")
+
+for c in (alice, bob, carol):
+    c.close()
+assert srv.stop() == 0
+srv.cleanup()
