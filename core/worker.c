@@ -171,18 +171,24 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
     accept_batch(l->w, l, ACCEPT_BATCH);
 }
 
+static void listener_free(struct wlistener *l)
+{
+    if (l->ev)
+        event_free(l->ev);
+    close(l->fd);
+    free(l->service);
+    free(l->text);
+    free(l);
+}
+
 static void listener_close(struct worker *w, struct wlistener *l)
 {
     /* Take what is already queued so that no waiting client is dropped;
      * with other workers still listening, new ones go to them. */
     if (!w->stopping || w->cfg->grace_ms > 0)
         accept_batch(w, l, 1 << 20);
-    event_free(l->ev);
-    close(l->fd);
     log_debug(l->text, "listener closed");
-    free(l->service);
-    free(l->text);
-    free(l);
+    listener_free(l);
 }
 
 static void resolve_listener(struct worker *w, struct wlistener *l)
@@ -208,10 +214,7 @@ static void on_listen_add(struct worker *w, struct listener_sock *ls)
     l->ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
     if (!l->ev) {
         log_error(l->text, "cannot watch listener");
-        close(l->fd);
-        free(l->service);
-        free(l->text);
-        free(l);
+        listener_free(l);
         return;
     }
     resolve_listener(w, l);
@@ -386,11 +389,7 @@ static void *worker_main(void *arg)
     while (w->listeners) {
         struct wlistener *l = w->listeners;
         w->listeners = l->next;
-        event_free(l->ev);
-        close(l->fd);
-        free(l->service);
-        free(l->text);
-        free(l);
+        listener_free(l);
     }
     close_all(w);
     for (int i = 0; protocols_all[i]; i++)
