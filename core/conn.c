@@ -90,7 +90,7 @@ void conn_close(struct conn *c)
     stat_add(&w->stats.closed, 1);
     config_unref(c->cfg);
     free(c);
-    worker_conn_gone(w, NULL);
+    worker_conn_gone(w);
 }
 
 static void flushed_cb(struct bufferevent *bev, void *arg)

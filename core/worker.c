@@ -289,9 +289,8 @@ static void on_stop(struct worker *w, unsigned grace_ms)
     event_add(w->grace_ev, &tv);
 }
 
-void worker_conn_gone(struct worker *w, struct conn *c)
+void worker_conn_gone(struct worker *w)
 {
-    (void)c;
     if (w->stopping) {
         if (w->nconns == 0)
             event_base_loopexit(w->base, NULL);

@@ -49,5 +49,5 @@ int worker_start(struct worker *w);
 void worker_join_free(struct worker *w);
 
 /* For conn.c: the connection left the worker's list. */
-void worker_conn_gone(struct worker *w, struct conn *c);
+void worker_conn_gone(struct worker *w);
 void *worker_proto_state(struct worker *w, int proto);

@@ -56,7 +56,6 @@ struct chat_worker {
     struct event *unblock_ev;
     size_t nblocked;
     void *roster; /* tsearch tree of char *: everyone in the room */
-    size_t roster_n;
 };
 
 static const char *const chat_keys[] = {"max_line", "max_output", "idle_timeout", "sndbuf", NULL};
@@ -496,7 +495,6 @@ static void on_joined(struct chat_worker *cw, struct msg *m)
         return;
     }
     m->ptr = NULL; /* owned by the roster */
-    cw->roster_n++;
     if ((int)m->b != cw->w->id) {
         char line[CHAT_NICK_MAX + 16];
         int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
@@ -531,7 +529,6 @@ static void on_left(struct chat_worker *cw, const char *nick)
         char *owned = *(char **)found;
         tdelete(nick, &cw->roster, nick_cmp);
         free(owned);
-        cw->roster_n--;
     }
     char line[CHAT_NICK_MAX + 16];
     int n = snprintf(line, sizeof line, "[%s left]\r\n", nick);
