@@ -13,8 +13,11 @@
  *   worker --CHAT_LEAVE(nick)--> supervisor --CHAT_LEFT(nick)--> all workers
  *   worker --CHAT_LINE(text)--> every other worker
  *
- * Because the supervisor sends JOINED to everyone before a user can speak,
- * every worker has heard of a user before it hears from them.
+ * The supervisor sends JOINED to the joiner's own worker last, so every
+ * other worker has it queued before the user can speak: every worker hears
+ * of a user before it hears from them. (Should the supervisor's push to some
+ * inbox overflow into its retry FIFO, that worker may hear a line first;
+ * it only happens with an inbox 65,536 messages deep.)
  */
 #pragma once
 

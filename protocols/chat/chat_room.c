@@ -41,12 +41,15 @@ void chat_send_str(int to, enum chat_msg sub, uint64_t a, uint64_t b, const char
     bus_send(to, &m);
 }
 
-static void to_all_workers(enum chat_msg sub, uint64_t a, uint64_t b, const char *s)
+/* `last` (a worker id, or 0) is sent to after everyone else. */
+static void to_all_workers(enum chat_msg sub, uint64_t a, uint64_t b, const char *s, int last)
 {
     int n = bus_max_worker();
     for (int w = 1; w <= n; w++)
-        if (bus_is_live(w))
+        if (w != last && bus_is_live(w))
             chat_send_str(w, sub, a, b, s);
+    if (last)
+        chat_send_str(last, sub, a, b, s);
 }
 
 void *chat_room_start(void)
@@ -85,7 +88,10 @@ void chat_room_message(void *arg, struct msg *m)
         }
         m->ptr = NULL; /* the tree owns it now */
         r->count++;
-        to_all_workers(CHAT_JOINED, m->a, m->from, nick);
+        /* The joiner's worker hears last: by the time it lets the user
+         * speak, every other inbox already holds the JOINED, so no worker
+         * hears from (or about) a user before it knows of them. */
+        to_all_workers(CHAT_JOINED, m->a, m->from, nick, m->from);
         log_info("chat", "%s joined on worker %u (%zu in the room)", nick, m->from, r->count);
         break;
     }
@@ -96,7 +102,7 @@ void chat_room_message(void *arg, struct msg *m)
         char *owned = *(char **)found;
         tdelete(nick, &r->nicks, nick_cmp);
         r->count--;
-        to_all_workers(CHAT_LEFT, 0, m->from, nick);
+        to_all_workers(CHAT_LEFT, 0, m->from, nick, 0);
         log_info("chat", "%s left (%zu in the room)", nick, r->count);
         free(owned);
         break;
