@@ -91,12 +91,12 @@ static int open_for_workers(const struct listen_addr *a, int backlog, int n, int
         else
             fds[i] = listener_open(a, backlog, err, errlen);
         if (fds[i] < 0) {
-            if (a->family == AF_UNIX && i > 0)
+            if (a->family == AF_UNIX && i > 0) {
                 snprintf(err, errlen, "dup of %s: %s", a->text, strerror(errno));
+                listener_unlink(a); /* bound by us at i == 0 */
+            }
             while (i-- > 0)
                 close(fds[i]);
-            if (a->family == AF_UNIX)
-                listener_unlink(a);
             return -1;
         }
     }
@@ -123,18 +123,21 @@ static int in_config(const struct config *c, const struct sup_listener *l)
 
 struct pending_open {
     struct pending_open *next;
-    struct sup_listener *l;
-    int *fds;
+    struct sup_listener *l; /* NULL once committed to s->listeners */
+    int *fds;               /* one per worker, then -1 */
 };
 
-static void pending_free(struct pending_open *p, int close_fds)
+/* Frees the list; with undo, also closes and unlinks what it opened. */
+static void pending_free(struct pending_open *p, int undo)
 {
     while (p) {
         struct pending_open *next = p->next;
-        if (close_fds) {
-            for (int i = 0; p->fds && p->fds[i] >= 0; i++)
+        if (undo && p->l) {
+            for (int i = 0; p->fds[i] >= 0; i++)
                 close(p->fds[i]);
             listener_unlink(&p->l->addr);
+        }
+        if (p->l) {
             free(p->l->service);
             free(p->l);
         }
@@ -144,8 +147,27 @@ static void pending_free(struct pending_open *p, int close_fds)
     }
 }
 
+static struct pending_open *pending_new(const struct service *svc, const struct listen_addr *a,
+                                        int nworkers)
+{
+    struct pending_open *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->l = calloc(1, sizeof *p->l);
+    p->fds = malloc(sizeof(int) * (size_t)(nworkers + 1));
+    if (!p->l || !p->fds || !(p->l->service = strdup(svc->name))) {
+        pending_free(p, 0);
+        return NULL;
+    }
+    p->l->addr = *a;
+    for (int i = 0; i <= nworkers; i++)
+        p->fds[i] = -1;
+    return p;
+}
+
 /* Opens every listener of cfg that is not open yet. Nothing is handed to
- * workers here, so failure is undone by closing. */
+ * workers here, so failure is undone by closing what this call opened (and
+ * never touching a path that another server owns). */
 static int open_new_listeners(struct supervisor *s, const struct config *cfg,
                               struct pending_open **out, char *err, size_t errlen)
 {
@@ -155,37 +177,25 @@ static int open_new_listeners(struct supervisor *s, const struct config *cfg,
         for (size_t a = 0; a < svc->nlisten; a++) {
             if (find_listener(s, svc->name, svc->listen[a].text))
                 continue;
-            struct pending_open *p = calloc(1, sizeof *p);
-            if (p)
-                p->l = calloc(1, sizeof *p->l);
-            if (p && p->l)
-                p->fds = malloc(sizeof(int) * (size_t)(s->nworkers + 1));
-            if (!p || !p->l || !p->fds || !(p->l->service = strdup(svc->name))) {
+            struct pending_open *p = pending_new(svc, &svc->listen[a], s->nworkers);
+            if (!p) {
                 snprintf(err, errlen, "out of memory opening %s", svc->listen[a].text);
-                if (p) {
-                    free(p->fds);
-                    free(p->l);
-                    free(p);
-                }
-                pending_free(*out, 1);
-                return -1;
+                goto fail;
             }
-            p->l->addr = svc->listen[a];
-            memset(p->fds, 0xff, sizeof(int) * (size_t)(s->nworkers + 1));
             if (open_for_workers(&svc->listen[a], cfg->backlog, s->nworkers, p->fds, err, errlen) <
                 0) {
-                memset(p->fds, 0xff, sizeof(int) * (size_t)(s->nworkers + 1));
-                p->next = *out;
-                *out = p;
-                pending_free(*out, 1);
-                *out = NULL;
-                return -1;
+                pending_free(p, 0); /* it cleaned up after itself */
+                goto fail;
             }
             p->next = *out;
             *out = p;
         }
     }
     return 0;
+fail:
+    pending_free(*out, 1);
+    *out = NULL;
+    return -1;
 }
 
 static void commit_listeners(struct supervisor *s, const struct config *cfg,
@@ -216,6 +226,7 @@ static void commit_listeners(struct supervisor *s, const struct config *cfg,
         s->listeners = p->l;
         log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, s->nworkers,
                  s->nworkers == 1 ? "" : "s");
+        p->l = NULL; /* the supervisor's list owns it now */
     }
     pending_free(opened, 0);
 }

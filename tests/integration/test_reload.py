@@ -1,6 +1,7 @@
 """SIGHUP: a new listener becomes reachable; a broken file changes nothing
 and says file:line; a removed listener stops accepting while its open
 sessions go on."""
+import os
 import socket
 import time
 
@@ -34,6 +35,16 @@ busy = "127.0.0.1:%d" % blocker.getsockname()[1]
 out = srv.reload(chat_conf(listen=[a1, a2, busy]))
 assert "reload failed" in out and "Address already in use" in out, out
 blocker.close()
+# A Unix path another server is using: refused, and left alone.
+other_path = os.path.join(srv.dir, "other.sock")
+other = socket.socket(socket.AF_UNIX)
+other.bind(other_path)
+other.listen(1)
+out = srv.reload(chat_conf(listen=[a1, a2, "unix:other.sock"]))
+assert "reload failed" in out and "in use by another server" in out, out
+assert os.path.exists(other_path), "reload removed another server's socket"
+socket.socket(socket.AF_UNIX).connect(other_path)
+other.close()
 carol = ChatClient(("127.0.0.1", p2))
 carol.join("carol")
 alice.send_line("still here")
