@@ -174,7 +174,6 @@ static int parse_workers(struct cfg_ctx *ctx, config_setting_t *root, struct con
     config_setting_t *s = config_setting_get_member(root, "workers");
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     c->workers = online > 0 ? (int)online : 1;
-    c->workers_auto = 1;
     if (!s)
         return 0;
     if (config_setting_type(s) == CONFIG_TYPE_STRING) {
@@ -187,7 +186,6 @@ static int parse_workers(struct cfg_ctx *ctx, config_setting_t *root, struct con
     if (cfg_int(ctx, root, "workers", 1, BUS_MAX_WORKERS, &n) < 0)
         return -1;
     c->workers = (int)n;
-    c->workers_auto = 0;
     return 0;
 }
 

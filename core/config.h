@@ -29,10 +29,9 @@ struct service {
 
 struct config {
     _Atomic int refs;
-    char *path;  /* as given */
-    char *dir;   /* folder relative paths are resolved against */
-    int workers; /* resolved: "auto" became the online CPU count */
-    int workers_auto;
+    char *path;                  /* as given */
+    char *dir;                   /* folder relative paths are resolved against */
+    int workers;                 /* resolved: "auto" became the online CPU count */
     unsigned grace_ms;           /* graceful stop: how long sessions may finish */
     unsigned worker_connections; /* per worker; accept pauses at this many */
     int backlog;

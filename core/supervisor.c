@@ -51,7 +51,8 @@ struct supervisor {
     const char *config_path;
     struct worker **workers;
     int nworkers;
-    int running; /* workers not yet exited */
+    int workers_override; /* -w: the configuration's 'workers' does not apply */
+    int running;          /* workers not yet exited */
     struct sup_listener *listeners;
     uint32_t next_listener_id;
     int stopping;
@@ -252,9 +253,9 @@ static void reload(struct supervisor *s)
         sd_notify(0, "READY=1\nSTATUS=reload failed; old configuration active");
         return;
     }
-    if (cfg->workers != s->cfg->workers && !cfg->workers_auto)
-        log_warn(NULL, "'workers' changed to %d: the worker count changes at restart",
-                 cfg->workers);
+    if (!s->workers_override && cfg->workers != s->nworkers)
+        log_warn(NULL, "'workers' is now %d but %d are running: the count changes at restart",
+                 cfg->workers, s->nworkers);
     apply_log(cfg);
     for (int w = 0; w < s->nworkers; w++) {
         struct msg m = {
@@ -417,7 +418,7 @@ static int start_workers(struct supervisor *s)
 
 int supervisor_run(const char *config_path, int workers_override)
 {
-    struct supervisor sup = {.config_path = config_path};
+    struct supervisor sup = {.config_path = config_path, .workers_override = workers_override};
     struct supervisor *s = &sup;
     char err[CONFIG_ERR_MAX];
     int status = 1;

@@ -74,3 +74,12 @@ for c in (alice, bob, carol):
     c.close()
 assert srv.stop() == 0
 srv.cleanup()
+
+# Without -w, a changed 'workers' is reported as taking effect at restart.
+port = free_port()
+srv = Server(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 1;\n")
+out = srv.reload(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 2;\n")
+assert "'workers' is now 2 but 1 are running" in out and "configuration reloaded" in out, out
+assert srv.stop() == 0
+srv.cleanup()
+ok("a changed worker count is reported, not silently ignored")
