@@ -113,6 +113,11 @@ static void send_bytes(struct chat_user *u, const char *data, size_t len)
     bufferevent_write(u->c->bev, data, len);
 }
 
+static void send_str(struct chat_user *u, const char *s)
+{
+    send_bytes(u, s, strlen(s));
+}
+
 static void sendf(struct chat_user *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sendf(struct chat_user *u, const char *fmt, ...)
 {
@@ -228,7 +233,7 @@ static void on_line(struct chat_user *u, const char *line, size_t len)
         return;
     if (line[0] == '/') {
         if (strcmp(line, "/quit") == 0) {
-            send_bytes(u, "* bye\r\n", 7);
+            send_str(u, "* bye\r\n");
             conn_close_after_flush(u->c, 2000);
         } else if (strcmp(line, "/who") == 0) {
             int n;
@@ -236,7 +241,7 @@ static void on_line(struct chat_user *u, const char *line, size_t len)
             sendf(u, "* in the room (%d): %s\r\n", n, list ? list : "");
             free(list);
         } else if (strcmp(line, "/help") == 0) {
-            send_bytes(u, "* commands: /who, /quit, /help\r\n", 32);
+            send_str(u, "* commands: /who, /quit, /help\r\n");
         } else {
             sendf(u, "* unknown command %.*s; try /help\r\n", (int)(len > 32 ? 32 : len), line);
         }
@@ -269,6 +274,16 @@ static void block_for_backpressure(struct chat_user *u)
     event_add(u->cw->unblock_ev, &tv);
 }
 
+/* Once per over-long line, however many reads it spans. */
+static void refuse_long_line(struct chat_user *u)
+{
+    if (u->discarding)
+        return;
+    sendf(u, "* line refused: longer than %u bytes\r\n", u->cfg->max_line);
+    log_info(u->c->peer, "chat: over-long line refused");
+    conn_count_error(u->c);
+}
+
 static void process_input(struct chat_user *u)
 {
     struct evbuffer *in = bufferevent_get_input(u->c->bev);
@@ -282,23 +297,15 @@ static void process_input(struct chat_user *u)
         size_t avail = evbuffer_get_length(in);
         if (eol.pos < 0) {
             if (avail > u->cfg->max_line) {
-                if (!u->discarding)
-                    sendf(u, "* line refused: longer than %u bytes\r\n", u->cfg->max_line);
-                if (!u->discarding)
-                    log_info(u->c->peer, "chat: over-long line refused");
+                refuse_long_line(u);
                 u->discarding = 1;
-                conn_count_error(u->c);
                 evbuffer_drain(in, avail);
             }
             return;
         }
         size_t len = (size_t)eol.pos;
         if (u->discarding || len > u->cfg->max_line) {
-            if (!u->discarding) {
-                sendf(u, "* line refused: longer than %u bytes\r\n", u->cfg->max_line);
-                log_info(u->c->peer, "chat: over-long line refused");
-                conn_count_error(u->c);
-            }
+            refuse_long_line(u);
             u->discarding = 0;
             evbuffer_drain(in, len + eol_len);
             continue;
@@ -312,7 +319,7 @@ static void process_input(struct chat_user *u)
         evbuffer_drain(in, eol_len);
         line[len] = 0;
         if (has_control((unsigned char *)line, len)) {
-            send_bytes(u, "* line refused: control characters\r\n", 36);
+            send_str(u, "* line refused: control characters\r\n");
             conn_count_error(u->c);
         } else if (u->state == U_NICK) {
             on_nick(u, line, len);
@@ -335,7 +342,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct chat_user *u = arg;
     if (what & BEV_EVENT_TIMEOUT) {
         log_info(u->c->peer, "chat: idle timeout");
-        send_bytes(u, "* idle timeout, goodbye\r\n", 25);
+        send_str(u, "* idle timeout, goodbye\r\n");
         conn_close_after_flush(u->c, 2000);
         return;
     }
@@ -439,7 +446,7 @@ static void chat_accept(void *state, struct conn *c)
         struct timeval tv = {u->cfg->idle_ms / 1000, (u->cfg->idle_ms % 1000) * 1000};
         bufferevent_set_timeouts(c->bev, &tv, NULL);
     }
-    send_bytes(u, "nickname?: ", 11);
+    send_str(u, "nickname?: ");
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
@@ -495,9 +502,9 @@ static void on_joined(struct chat_worker *cw, struct msg *m)
         return;
     }
     m->ptr = NULL; /* owned by the roster */
+    char line[CHAT_NICK_MAX + 16];
+    int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
     if ((int)m->b != cw->w->id) {
-        char line[CHAT_NICK_MAX + 16];
-        int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
         say_local(cw, NULL, line, (size_t)n);
         return;
     }
@@ -513,8 +520,6 @@ static void on_joined(struct chat_worker *cw, struct msg *m)
     else
         sendf(u, "* welcome, %s. You are the first here.\r\n", u->nick);
     free(others);
-    char line[CHAT_NICK_MAX + 16];
-    int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
     say_local(cw, u, line, (size_t)n);
     u->state = U_ROOM;
     log_info(u->c->peer, "chat: joined as %s", u->nick);
