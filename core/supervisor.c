@@ -199,10 +199,12 @@ fail:
     return -1;
 }
 
-static void commit_listeners(struct supervisor *s, const struct config *cfg,
-                             struct pending_open *opened)
+/* Tells workers, in this order: removed listeners (each worker accepts
+ * what is queued under the configuration it has, so those clients are
+ * served), then the new snapshot (unless it is the one they have), then the
+ * added listeners, whose services exist only in the new snapshot. */
+static void commit_config(struct supervisor *s, struct config *cfg, struct pending_open *opened)
 {
-    /* Removed listeners: every worker takes what is queued and closes. */
     for (struct sup_listener **pp = &s->listeners; *pp;) {
         struct sup_listener *l = *pp;
         if (in_config(cfg, l)) {
@@ -218,6 +220,11 @@ static void commit_listeners(struct supervisor *s, const struct config *cfg,
         log_info(l->addr.text, "listener removed (%s)", l->service);
         free(l->service);
         free(l);
+    }
+    for (int w = 0; cfg != s->cfg && w < s->nworkers; w++) {
+        struct msg m = {
+            .type = MSG_CONFIG, .ptr = config_ref(cfg), .free_fn = (void (*)(void *))config_unref};
+        bus_send(s->workers[w]->id, &m);
     }
     for (struct pending_open *p = opened; p; p = p->next) {
         p->l->id = ++s->next_listener_id;
@@ -257,12 +264,7 @@ static void reload(struct supervisor *s)
         log_warn(NULL, "'workers' is now %d but %d are running: the count changes at restart",
                  cfg->workers, s->nworkers);
     apply_log(cfg);
-    for (int w = 0; w < s->nworkers; w++) {
-        struct msg m = {
-            .type = MSG_CONFIG, .ptr = config_ref(cfg), .free_fn = (void (*)(void *))config_unref};
-        bus_send(s->workers[w]->id, &m);
-    }
-    commit_listeners(s, cfg, opened);
+    commit_config(s, cfg, opened);
     config_unref(s->cfg);
     s->cfg = cfg;
     log_info(NULL, "configuration reloaded");
@@ -469,7 +471,7 @@ int supervisor_run(const char *config_path, int workers_override)
         }
         s->running++;
     }
-    commit_listeners(s, s->cfg, opened);
+    commit_config(s, s->cfg, opened);
 
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
     struct event *sev[5];

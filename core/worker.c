@@ -112,7 +112,8 @@ static void accept_one(struct worker *w, struct wlistener *l, int fd, struct soc
         snprintf(peer, sizeof peer, "%s", l->text);
     else
         sockaddr_text(sa, salen, peer, sizeof peer);
-    if (!l->svc) {
+    if (!l->svc) { /* cannot happen with the supervisor's message order */
+        log_error(peer, "no service '%s' for listener %s; connection closed", l->service, l->text);
         close(fd);
         return;
     }
