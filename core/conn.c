@@ -21,7 +21,7 @@ static void count_in(struct evbuffer *b, const struct evbuffer_cb_info *info, vo
     struct conn *c = arg;
     if (info->n_added) {
         c->bytes_in += info->n_added;
-        stat_add(&c->w->stats.bytes_in, info->n_added);
+        stat_add(&c->w->stats->bytes_in, info->n_added);
     }
 }
 
@@ -31,7 +31,7 @@ static void count_out(struct evbuffer *b, const struct evbuffer_cb_info *info, v
     struct conn *c = arg;
     if (info->n_deleted) {
         c->bytes_out += info->n_deleted;
-        stat_add(&c->w->stats.bytes_out, info->n_deleted);
+        stat_add(&c->w->stats->bytes_out, info->n_deleted);
     }
 }
 
@@ -43,8 +43,9 @@ struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const
         close(fd);
         return NULL;
     }
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    c->fd = fd;
+    if (!svc->proto->raw_io &&
+        !(c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE))) {
         log_error(peer, "cannot set up connection buffers");
         close(fd);
         free(c);
@@ -56,16 +57,18 @@ struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const
     c->svc = svc;
     gettimeofday(&c->started, NULL);
     snprintf(c->peer, sizeof c->peer, "%s", peer);
-    evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c);
-    evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c);
+    if (c->bev) {
+        evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c);
+        evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c);
+    }
 
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    stat_add(&w->stats.accepted, 1);
-    stat_add(&w->stats.active, 1);
+    stat_add(&w->stats->accepted, 1);
+    stat_add(&w->stats->active, 1);
     return c;
 }
 
@@ -78,7 +81,10 @@ void conn_close(struct conn *c)
     if (c->svc->proto->closed)
         c->svc->proto->closed(worker_proto_state(c->w, idx), c);
     struct worker *w = c->w;
-    bufferevent_free(c->bev);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    else
+        close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -86,8 +92,8 @@ void conn_close(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
-    stat_sub(&w->stats.active, 1);
-    stat_add(&w->stats.closed, 1);
+    stat_sub(&w->stats->active, 1);
+    stat_add(&w->stats->closed, 1);
     config_unref(c->cfg);
     free(c);
     worker_conn_gone(w);
@@ -111,6 +117,10 @@ void conn_close_after_flush(struct conn *c, unsigned timeout_ms)
     if (c->closing)
         return;
     c->closing = 1;
+    if (!c->bev) { /* raw_io protocols flush before they ask */
+        conn_close(c);
+        return;
+    }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) == 0) {
         conn_close(c);
@@ -126,5 +136,17 @@ void conn_close_after_flush(struct conn *c, unsigned timeout_ms)
 
 void conn_count_error(struct conn *c)
 {
-    stat_add(&c->w->stats.errors, 1);
+    stat_add(&c->w->stats->errors, 1);
+}
+
+void conn_count_in(struct conn *c, size_t n)
+{
+    c->bytes_in += n;
+    stat_add(&c->w->stats->bytes_in, n);
+}
+
+void conn_count_out(struct conn *c, size_t n)
+{
+    c->bytes_out += n;
+    stat_add(&c->w->stats->bytes_out, n);
 }

@@ -20,7 +20,8 @@ struct conn {
     struct worker *w;
     struct config *cfg;        /* snapshot it was accepted under (a reference) */
     const struct service *svc; /* in cfg */
-    struct bufferevent *bev;
+    struct bufferevent *bev;   /* NULL for raw_io protocols */
+    int fd;
     void *proto_ctx;
     uint64_t bytes_in, bytes_out;
     struct timeval started;
@@ -35,6 +36,9 @@ void conn_close(struct conn *c);
 void conn_close_after_flush(struct conn *c, unsigned timeout_ms);
 /* A protocol error or a socket error: counted in the worker's stats. */
 void conn_count_error(struct conn *c);
+/* Byte accounting for raw_io protocols (bufferevents count their own). */
+void conn_count_in(struct conn *c, size_t n);
+void conn_count_out(struct conn *c, size_t n);
 
 /* For worker.c: wraps an accepted descriptor; NULL (fd closed) on failure. */
 struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const char *peer);

@@ -12,7 +12,14 @@
 
 struct worker_stats {
     _Atomic uint64_t accepted, active, closed, bytes_in, bytes_out, errors;
-};
+} __attribute__((aligned(64)));
+
+/* Worker id -> its counters. Slots live as long as the process (like bus
+ * inboxes), so any thread may read any worker's counters at any time, e.g.
+ * for a status page; a slot is zeroed when a worker starts in it. */
+struct worker_stats *stats_slot(int id);
+/* When the process started (CLOCK_REALTIME seconds), for uptime. */
+long long stats_started(void);
 
 struct worker_stats_snapshot {
     int worker;

@@ -353,6 +353,22 @@ static void dispatch(struct msg *m, void *arg)
     msg_release(m);
 }
 
+static void reopen_logs(struct supervisor *s)
+{
+    int failed = 0;
+    if (log_reopen() < 0) {
+        log_error(NULL, "reopening the error log failed: %s", strerror(errno));
+        failed = 1;
+    }
+    for (size_t i = 0; i < s->cfg->nservices; i++) {
+        const struct service *svc = &s->cfg->services[i];
+        if (svc->proto->reopen && svc->proto->reopen(svc->pcfg) < 0)
+            failed = 1; /* the protocol logged which file */
+    }
+    if (!failed)
+        log_info(NULL, "log files reopened");
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -367,10 +383,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
             reload(s);
         break;
     case SIGUSR1:
-        if (log_reopen() < 0)
-            log_error(NULL, "reopening the error log failed: %s", strerror(errno));
-        else
-            log_info(NULL, "log files reopened");
+        reopen_logs(s);
         break;
     case SIGUSR2:
         request_stats(s);

@@ -150,12 +150,12 @@ static int accept_batch(struct worker *w, struct wlistener *l, int max)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_warn(l->text, "accept: %s; pausing accepts for %d ms", strerror(errno),
                          RESUME_MS);
-                stat_add(&w->stats.errors, 1);
+                stat_add(&w->stats->errors, 1);
                 pause_accept(w, RESUME_MS);
                 break;
             }
             log_error(l->text, "accept: %s", strerror(errno));
-            stat_add(&w->stats.errors, 1);
+            stat_add(&w->stats->errors, 1);
             break;
         }
         n++;
@@ -306,12 +306,12 @@ static void reply_stats(struct worker *w, uint64_t req)
     if (!s)
         return;
     s->worker = w->id;
-    s->accepted = stat_get(&w->stats.accepted);
-    s->active = stat_get(&w->stats.active);
-    s->closed = stat_get(&w->stats.closed);
-    s->bytes_in = stat_get(&w->stats.bytes_in);
-    s->bytes_out = stat_get(&w->stats.bytes_out);
-    s->errors = stat_get(&w->stats.errors);
+    s->accepted = stat_get(&w->stats->accepted);
+    s->active = stat_get(&w->stats->active);
+    s->closed = stat_get(&w->stats->closed);
+    s->bytes_in = stat_get(&w->stats->bytes_in);
+    s->bytes_out = stat_get(&w->stats->bytes_out);
+    s->errors = stat_get(&w->stats->errors);
     struct msg m = {.type = MSG_STATS_REPLY, .a = req, .ptr = s, .free_fn = free};
     bus_send(BUS_SUPERVISOR, &m);
 }
@@ -360,6 +360,8 @@ struct worker *worker_new(int id, struct config *cfg)
         return NULL;
     }
     w->id = id;
+    w->stats = stats_slot(id);
+    memset(w->stats, 0, sizeof *w->stats);
     w->cfg = config_ref(cfg);
     return w;
 }

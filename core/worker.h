@@ -40,7 +40,7 @@ struct worker {
     struct event *resume_ev, *grace_ev;
     int accept_paused; /* listeners off: at worker_connections or out of descriptors */
     int stopping;
-    struct worker_stats stats;
+    struct worker_stats *stats; /* stats_slot(id) */
 };
 
 /* Supervisor: creates the worker (and its inbox) with a reference to cfg. */

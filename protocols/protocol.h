@@ -21,6 +21,10 @@ struct protocol {
     const char *name;        /* top-level configuration list, e.g. "chat" */
     const char *const *keys; /* keys a service block takes besides name and listen */
     int tcp_nodelay;         /* interactive traffic: disable Nagle on accept */
+    /* The protocol does its own socket I/O on c->fd: the core makes no
+     * bufferevent (an idle connection then holds no buffers) and the
+     * protocol counts bytes with conn_count_in/out. */
+    int raw_io;
 
     /* Parse one service block into *pcfg (the protocol's own struct). */
     int (*parse)(struct cfg_ctx *ctx, const config_setting_t *block, void **pcfg);
@@ -29,7 +33,8 @@ struct protocol {
     /* Per-worker state, made when the worker starts, freed when it ends. */
     void *(*worker_start)(struct worker *w);
     void (*worker_stop)(void *state);
-    /* A new connection for this protocol; c->bev is ready, reading off. */
+    /* A new connection for this protocol; c->bev is ready, reading off
+     * (or, with raw_io, c->fd is non-blocking and nothing watches it). */
     void (*accept)(void *state, struct conn *c);
     /* The connection is being closed (by anyone): release c->proto_ctx. */
     void (*closed)(void *state, struct conn *c);
@@ -42,6 +47,9 @@ struct protocol {
     void *(*sup_start)(void);
     void (*sup_stop)(void *state);
     void (*sup_message)(void *state, struct msg *m);
+    /* SIGUSR1 on the supervisor: reopen the service's own log files (by
+     * dup2 onto the same descriptor, so workers never see it closed). */
+    int (*reopen)(void *pcfg);
 };
 
 /* NULL-terminated; the index of a protocol here is its msg.proto. */
