@@ -2,9 +2,11 @@
 #include "protocols/protocol.h"
 
 #include "protocols/chat/chat.h"
+#include "protocols/http/http.h"
 
 const struct protocol *const protocols_all[] = {
     &chat_protocol,
+    &http_protocol,
     NULL,
 };
 

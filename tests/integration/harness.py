@@ -33,8 +33,8 @@ def wait_for(pred, timeout=10.0, what="condition"):
 class Server:
     """A medusad process with its configuration in a temporary folder."""
 
-    def __init__(self, conf, workers=None):
-        self.dir = tempfile.mkdtemp(prefix="medusa-it-")
+    def __init__(self, conf, workers=None, dir=None):
+        self.dir = dir or tempfile.mkdtemp(prefix="medusa-it-")
         self.conf = os.path.join(self.dir, "medusa.conf")
         self.log = os.path.join(self.dir, "error.log")
         self.write_conf(conf)
@@ -149,3 +149,109 @@ class ChatClient:
 
 def ok(msg):
     print("ok -", msg, flush=True)
+
+
+# ---- HTTP ----
+
+def http_conf(port, vhosts, extra="", name="web"):
+    """An http service on 127.0.0.1:port; vhosts is libconfig text."""
+    return ('http = ( { name = "%s"; listen = [ "127.0.0.1:%d" ]; %s\n vhosts = ( %s ); } );\n'
+            % (name, port, extra, vhosts))
+
+
+def curl(*args, check=True):
+    """Runs curl -s; returns (status, headers dict (lower-case), body bytes)."""
+    import subprocess as sp
+    out = sp.run(["curl", "-s", "-S", "-D", "-", "--max-time", "20"] + list(args),
+                 capture_output=True)
+    if check and out.returncode != 0:
+        raise AssertionError("curl %s failed: %s" % (args, out.stderr.decode(errors="replace")))
+    data = out.stdout
+    # skip interim 1xx blocks
+    status, headers = 0, {}
+    while True:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        data = rest
+        if not (100 <= status < 200):
+            break
+    return status, headers, data, out.stderr.decode(errors="replace")
+
+
+class Response:
+    def __init__(self, status, reason, headers, body, version):
+        self.status, self.reason, self.headers, self.body, self.version = \
+            status, reason, headers, body, version
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+
+class RawHTTP:
+    """A raw socket that reads responses one by one (Content-Length bodies)."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("closed by server")
+        self.buf += data
+
+    def response(self, head_only=False):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        n = 0 if head_only else int(headers.get("content-length", "0"))
+        while len(self.buf) < n:
+            self._fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return Response(int(status), reason, headers, body, version)
+
+    def closed(self, timeout=5.0):
+        """True when the server closes (after any pending bytes)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def temp_dir():
+    """A folder removed at exit; give it to Server(dir=...) to put files beside the config."""
+    d = tempfile.mkdtemp(prefix="medusa-it-")
+    atexit.register(shutil.rmtree, d, True)
+    return d

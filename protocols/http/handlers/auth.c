@@ -1,0 +1,227 @@
+/*
+ * auth handler: HTTP Basic authentication for a path prefix. On success the
+ * request goes on down the chain (so auth wraps the handlers after it); on
+ * failure the answer is 401 with WWW-Authenticate.
+ *
+ * The users file holds crypt(3) hashes (yescrypt, bcrypt, sha512crypt: the
+ * format DESIGN.md fixes, so htpasswd -B files work). Hashing is slow on
+ * purpose, and a browser sends the same credentials with every request, so
+ * each worker remembers the last few credentials it verified, as SHA-256
+ * digests. An unknown user costs the same crypt() as a known one, and the
+ * final comparison is constant-time.
+ */
+#include "core/bus.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "protocols/http/http.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VERIFIED_SLOTS 32
+
+struct auth_user {
+    char *name;
+    char *hash;
+};
+
+struct auth_worker {
+    struct crypt_data cd;
+    unsigned char verified[VERIFIED_SLOTS][SHA256_DIGEST_LENGTH];
+    unsigned next;
+};
+
+struct auth_conf {
+    char *realm_header; /* the whole WWW-Authenticate line */
+    struct auth_user *users;
+    size_t nusers;
+    char *dummy_hash; /* for unknown users: same cost */
+    struct auth_worker *workers[BUS_MAX_WORKERS + 1];
+};
+
+static const struct auth_user *find_user(const struct auth_conf *ac, const char *name)
+{
+    for (size_t i = 0; i < ac->nusers; i++)
+        if (strcmp(ac->users[i].name, name) == 0)
+            return &ac->users[i];
+    return NULL;
+}
+
+static int check(struct auth_conf *ac, struct auth_worker *aw, const char *user, const char *pass)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char both[1024];
+    int bl = snprintf(both, sizeof both, "%s:%s", user, pass);
+    SHA256((const unsigned char *)both, (size_t)bl, digest);
+    OPENSSL_cleanse(both, sizeof both);
+    for (unsigned i = 0; i < VERIFIED_SLOTS; i++)
+        if (CRYPTO_memcmp(aw->verified[i], digest, sizeof digest) == 0)
+            return 1;
+    const struct auth_user *u = find_user(ac, user);
+    const char *hash = u ? u->hash : ac->dummy_hash;
+    const char *out = crypt_r(pass, hash, &aw->cd);
+    int ok = u && out && out[0] != '*' && strlen(out) == strlen(hash) &&
+             CRYPTO_memcmp(out, hash, strlen(hash)) == 0;
+    if (ok) {
+        memcpy(aw->verified[aw->next], digest, sizeof digest);
+        aw->next = (aw->next + 1) % VERIFIED_SLOTS;
+    }
+    return ok;
+}
+
+static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
+{
+    struct auth_conf *ac = h->conf;
+    int wid = r->c->w->id;
+    if (!ac->workers[wid] && !(ac->workers[wid] = calloc(1, sizeof *ac->workers[wid]))) {
+        http_error(r, 500, NULL);
+        return HTTP_DONE;
+    }
+    const struct http_str *a = &r->known[HK_AUTHORIZATION];
+    char decoded[768 + 4];
+    if (a->p && a->len > 6 && strncasecmp(a->p, "Basic ", 6) == 0) {
+        const char *b64 = a->p + 6;
+        size_t bl = a->len - 6;
+        while (bl && *b64 == ' ')
+            b64++, bl--;
+        if (bl && bl % 4 == 0 && bl <= 1024) {
+            int n = EVP_DecodeBlock((unsigned char *)decoded, (const unsigned char *)b64, (int)bl);
+            if (n >= 0) {
+                n -= (b64[bl - 1] == '=') + (b64[bl - 2] == '=');
+                decoded[n] = '\0';
+                char *colon = memchr(decoded, ':', (size_t)n);
+                if (colon && strlen(decoded) == (size_t)n) {
+                    *colon = '\0';
+                    int ok = check(ac, ac->workers[wid], decoded, colon + 1);
+                    OPENSSL_cleanse(colon + 1, strlen(colon + 1));
+                    if (ok) {
+                        snprintf(r->user, sizeof r->user, "%.63s", decoded);
+                        return HTTP_NEXT;
+                    }
+                    log_info(r->c->peer, "authentication failed for user '%.64s' on %s", decoded,
+                             r->path);
+                }
+            }
+        }
+    }
+    http_error(r, 401, ac->realm_header);
+    return HTTP_DONE;
+}
+
+static void auth_free(struct http_handler *h)
+{
+    struct auth_conf *ac = h->conf;
+    if (!ac)
+        return;
+    for (size_t i = 0; i < ac->nusers; i++) {
+        free(ac->users[i].name);
+        free(ac->users[i].hash);
+    }
+    for (size_t i = 0; i <= BUS_MAX_WORKERS; i++)
+        free(ac->workers[i]);
+    free(ac->users);
+    free(ac->realm_header);
+    free(ac->dummy_hash);
+    free(ac);
+}
+
+static int load_users(struct cfg_ctx *ctx, const config_setting_t *at, struct auth_conf *ac,
+                      const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return cfg_error(ctx, at, "cannot open users file %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, rc = 0;
+    while (getline(&line, &cap, f) > 0) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#')
+            continue;
+        char *colon = strchr(line, ':');
+        if (!colon || colon == line || !colon[1]) {
+            rc = cfg_error(ctx, at, "%s:%d: expected name:hash", path, lineno);
+            break;
+        }
+        *colon = '\0';
+        char *hash = colon + 1;
+        hash[strcspn(hash, ":")] = '\0'; /* optional FTP fields follow */
+        struct auth_user *u = realloc(ac->users, (ac->nusers + 1) * sizeof *u);
+        if (!u) {
+            rc = cfg_error(ctx, at, "out of memory");
+            break;
+        }
+        ac->users = u;
+        u[ac->nusers] = (struct auth_user){strdup(line), strdup(hash)};
+        ac->nusers++;
+        if (!u[ac->nusers - 1].name || !u[ac->nusers - 1].hash) {
+            rc = cfg_error(ctx, at, "out of memory");
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static int auth_parse(struct cfg_ctx *ctx, const config_setting_t *block, struct http_handler *h)
+{
+    struct auth_conf *ac = calloc(1, sizeof *ac);
+    if (!ac)
+        return cfg_error(ctx, block, "out of memory");
+    h->conf = ac;
+    const char *realm = "medusa", *users = NULL;
+    if (cfg_string(ctx, block, "realm", &realm) < 0 || cfg_string(ctx, block, "users", &users) < 0)
+        return -1;
+    if (!users)
+        return cfg_error(ctx, block, "an auth handler needs 'users', a users file");
+    if (strpbrk(realm, "\"\\\r\n"))
+        return cfg_error(ctx, block, "'realm' must not contain quotes, backslashes or newlines");
+    size_t hl = strlen(realm) + 64;
+    if (!(ac->realm_header = malloc(hl)))
+        return cfg_error(ctx, block, "out of memory");
+    snprintf(ac->realm_header, hl, "WWW-Authenticate: Basic realm=\"%s\", charset=\"UTF-8\"\r\n",
+             realm);
+    char *path = cfg_path(ctx, users);
+    if (!path)
+        return cfg_error(ctx, block, "out of memory");
+    int rc = load_users(ctx, config_setting_get_member(block, "users"), ac, path);
+    free(path);
+    if (rc < 0)
+        return -1;
+    /* A hash of the same kind as the first user's, for unknown users. */
+    char prefix[8] = "$y$";
+    if (ac->nusers && ac->users[0].hash[0] == '$') {
+        const char *end = strchr(ac->users[0].hash + 1, '$');
+        if (end && end - ac->users[0].hash < (long)sizeof prefix - 1)
+            snprintf(prefix, sizeof prefix, "%.*s", (int)(end - ac->users[0].hash + 1),
+                     ac->users[0].hash);
+    }
+    struct crypt_data *cd = calloc(1, sizeof *cd);
+    const char *setting =
+        cd ? crypt_gensalt_rn(prefix, 0, NULL, 0, cd->output, sizeof cd->output) : NULL;
+    const char *dummy = setting ? crypt_r("medusa-dummy", setting, cd) : NULL;
+    ac->dummy_hash = strdup(dummy && dummy[0] != '*' ? dummy : "*");
+    free(cd);
+    if (!ac->dummy_hash)
+        return cfg_error(ctx, block, "out of memory");
+    return 0;
+}
+
+static const char *const auth_keys[] = {"realm", "users", NULL};
+
+const struct http_handler_ops http_auth_ops = {
+    .type = "auth",
+    .keys = auth_keys,
+    .parse = auth_parse,
+    .free = auth_free,
+    .on_req = auth_on_req,
+};

@@ -1,0 +1,139 @@
+/*
+ * redirect handler: requests under the handler's path prefix go to "to"
+ * plus the rest of the path; with "pattern" (a POSIX extended regular
+ * expression on the path, $1..$9 in "to"), only matching paths do, to "to"
+ * with the groups filled in. Status 301, 302, 307 or 308.
+ *
+ * A compiled regex_t is not shared between threads (glibc locks inside
+ * regexec), so each worker compiles its own the first time it needs it.
+ */
+#include "core/bus.h"
+#include "core/conn.h"
+#include "core/worker.h"
+#include "protocols/http/http.h"
+#include "protocols/http/http_util.h"
+
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct redirect_conf {
+    char *to;
+    char *pattern; /* NULL: prefix mode */
+    int status;
+    int keep_query;
+    regex_t *re[BUS_MAX_WORKERS + 1]; /* slot i: compiled and used by worker i */
+};
+
+static void expand(struct sbuf *sb, const char *to, const char *subject, const regmatch_t *m)
+{
+    for (const char *p = to; *p; p++) {
+        if (*p == '$' && p[1] >= '0' && p[1] <= '9') {
+            int i = p[1] - '0';
+            if (m[i].rm_so >= 0)
+                sb_add(sb, subject + m[i].rm_so, (size_t)(m[i].rm_eo - m[i].rm_so));
+            p++;
+        } else {
+            sb_add(sb, p, 1);
+        }
+    }
+}
+
+static enum http_action redirect_on_req(struct http_handler *h, struct http_req *r)
+{
+    struct redirect_conf *rc = h->conf;
+    struct sbuf loc = {0};
+    if (rc->pattern) {
+        int wid = r->c->w->id;
+        if (!rc->re[wid]) {
+            regex_t *re = malloc(sizeof *re);
+            if (!re || regcomp(re, rc->pattern, REG_EXTENDED) != 0) { /* checked at parse */
+                free(re);
+                http_error(r, 500, NULL);
+                return HTTP_DONE;
+            }
+            rc->re[wid] = re;
+        }
+        regmatch_t m[10];
+        if (regexec(rc->re[wid], r->path, 10, m, 0) != 0)
+            return HTTP_NEXT;
+        expand(&loc, rc->to, r->path, m);
+    } else {
+        sb_adds(&loc, rc->to);
+        const char *rest = r->path + h->path_len;
+        sb_add_urlpath(&loc, rest, strlen(rest));
+    }
+    if (rc->keep_query && r->query.p) {
+        sb_adds(&loc, strchr(loc.p ? loc.p : "", '?') ? "&" : "?");
+        sb_add(&loc, r->query.p, r->query.len);
+    }
+    if (loc.failed)
+        http_error(r, 500, NULL);
+    else
+        http_redirect(r, rc->status, loc.p ? loc.p : "/", loc.len);
+    sb_free(&loc);
+    return HTTP_DONE;
+}
+
+static void redirect_free(struct http_handler *h)
+{
+    struct redirect_conf *rc = h->conf;
+    if (!rc)
+        return;
+    for (size_t i = 0; i <= BUS_MAX_WORKERS; i++)
+        if (rc->re[i]) {
+            regfree(rc->re[i]);
+            free(rc->re[i]);
+        }
+    free(rc->to);
+    free(rc->pattern);
+    free(rc);
+}
+
+static int redirect_parse(struct cfg_ctx *ctx, const config_setting_t *block,
+                          struct http_handler *h)
+{
+    struct redirect_conf *rc = calloc(1, sizeof *rc);
+    if (!rc)
+        return cfg_error(ctx, block, "out of memory");
+    h->conf = rc;
+    const char *to = NULL, *pattern = NULL;
+    long long status = 301;
+    rc->keep_query = 1;
+    if (cfg_string(ctx, block, "to", &to) < 0 || cfg_string(ctx, block, "pattern", &pattern) < 0 ||
+        cfg_int(ctx, block, "status", 301, 308, &status) < 0 ||
+        cfg_bool(ctx, block, "keep_query", &rc->keep_query) < 0)
+        return -1;
+    if (status != 301 && status != 302 && status != 307 && status != 308)
+        return cfg_error(ctx, config_setting_get_member(block, "status"),
+                         "redirect status must be 301, 302, 307 or 308");
+    if (!to || !*to || strpbrk(to, "\r\n"))
+        return cfg_error(ctx, block, "a redirect handler needs 'to', a location");
+    rc->status = (int)status;
+    if (!(rc->to = strdup(to)))
+        return cfg_error(ctx, block, "out of memory");
+    if (pattern) {
+        regex_t re;
+        int rcomp = regcomp(&re, pattern, REG_EXTENDED);
+        if (rcomp != 0) {
+            char msg[128];
+            regerror(rcomp, &re, msg, sizeof msg);
+            return cfg_error(ctx, config_setting_get_member(block, "pattern"),
+                             "bad pattern '%s': %s", pattern, msg);
+        }
+        regfree(&re);
+        if (!(rc->pattern = strdup(pattern)))
+            return cfg_error(ctx, block, "out of memory");
+    }
+    return 0;
+}
+
+static const char *const redirect_keys[] = {"to", "pattern", "status", "keep_query", NULL};
+
+const struct http_handler_ops http_redirect_ops = {
+    .type = "redirect",
+    .keys = redirect_keys,
+    .parse = redirect_parse,
+    .free = redirect_free,
+    .on_req = redirect_on_req,
+};

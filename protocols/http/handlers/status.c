@@ -1,0 +1,307 @@
+/*
+ * status handler: Medusa's status page, as HTML at the handler's path, JSON
+ * at path.json and Prometheus text exposition at metrics_path (default
+ * /metrics). Figures: uptime, every live worker's connection and byte
+ * counters, and for every HTTP server of the running configuration its
+ * connections, requests by status class, bytes and handler hits, in total
+ * and per worker.
+ *
+ * Counters are single-writer relaxed atomics (core/stats.h), so any worker
+ * reads every other worker's without locks or messages; a figure may be a
+ * few requests behind its neighbour, never torn.
+ */
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/stats.h"
+#include "protocols/http/http.h"
+#include "protocols/http/http_util.h"
+#include "protocols/protocol.h"
+#include "version.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct status_conf {
+    char *json_path;
+    char *metrics_path;
+};
+
+static const char *const type_names[HT_COUNT] = {"static", "redirect", "auth",
+                                                 "put",    "status",   "userdir"};
+static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+struct srv_sum {
+    uint64_t accepted, active, requests, bytes_in, bytes_out, status[6], hits[HT_COUNT];
+};
+
+static void sum_slot(struct srv_sum *s, struct http_counters *c)
+{
+    s->accepted += stat_get(&c->accepted);
+    s->active += stat_get(&c->active);
+    s->requests += stat_get(&c->requests);
+    s->bytes_in += stat_get(&c->bytes_in);
+    s->bytes_out += stat_get(&c->bytes_out);
+    for (int i = 0; i < 6; i++)
+        s->status[i] += stat_get(&c->status[i]);
+    for (int i = 0; i < HT_COUNT; i++)
+        s->hits[i] += stat_get(&c->hits[i]);
+}
+
+static int status_match(const struct http_handler *h, const char *path)
+{
+    const struct status_conf *sc = h->conf;
+    return strcmp(path, h->path) == 0 || strcmp(path, sc->json_path) == 0 ||
+           strcmp(path, sc->metrics_path) == 0;
+}
+
+static void json_server(struct sbuf *sb, const char *name, const struct srv_sum *s, int worker)
+{
+    sb_adds(sb, "{");
+    if (name) {
+        sb_adds(sb, "\"name\":\"");
+        for (const char *p = name; *p; p++) /* names are config strings: escape " and \ */
+            sb_addf(sb, (*p == '"' || *p == '\\') ? "\\%c" : "%c", *p);
+        sb_adds(sb, "\",");
+    } else {
+        sb_addf(sb, "\"worker\":%d,", worker);
+    }
+    sb_addf(sb,
+            "\"connections_accepted\":%llu,\"connections_active\":%llu,\"requests\":%llu,"
+            "\"bytes_in\":%llu,\"bytes_out\":%llu,\"responses\":{",
+            (unsigned long long)s->accepted, (unsigned long long)s->active,
+            (unsigned long long)s->requests, (unsigned long long)s->bytes_in,
+            (unsigned long long)s->bytes_out);
+    for (int i = 0; i < 6; i++)
+        sb_addf(sb, "%s\"%s\":%llu", i ? "," : "", class_names[i],
+                (unsigned long long)s->status[i]);
+    sb_adds(sb, "},\"handler_hits\":{");
+    for (int i = 0; i < HT_COUNT; i++)
+        sb_addf(sb, "%s\"%s\":%llu", i ? "," : "", type_names[i], (unsigned long long)s->hits[i]);
+    sb_adds(sb, "}}");
+}
+
+static void prom_server(struct sbuf *sb, const char *name, const char *wlabel,
+                        const struct srv_sum *s)
+{
+    sb_addf(sb, "medusa_http_connections_accepted_total{server=\"%s\"%s} %llu\n", name, wlabel,
+            (unsigned long long)s->accepted);
+    sb_addf(sb, "medusa_http_connections_active{server=\"%s\"%s} %llu\n", name, wlabel,
+            (unsigned long long)s->active);
+    sb_addf(sb, "medusa_http_received_bytes_total{server=\"%s\"%s} %llu\n", name, wlabel,
+            (unsigned long long)s->bytes_in);
+    sb_addf(sb, "medusa_http_sent_bytes_total{server=\"%s\"%s} %llu\n", name, wlabel,
+            (unsigned long long)s->bytes_out);
+    for (int i = 0; i < 6; i++)
+        sb_addf(sb, "medusa_http_responses_total{server=\"%s\"%s,class=\"%s\"} %llu\n", name,
+                wlabel, class_names[i], (unsigned long long)s->status[i]);
+    for (int i = 0; i < HT_COUNT; i++)
+        sb_addf(sb, "medusa_http_handler_hits_total{server=\"%s\"%s,handler=\"%s\"} %llu\n", name,
+                wlabel, type_names[i], (unsigned long long)s->hits[i]);
+}
+
+static void html_row(struct sbuf *sb, const char *label, const struct srv_sum *s)
+{
+    sb_adds(sb, "<tr><td>");
+    sb_add_html(sb, label, strlen(label));
+    sb_addf(sb, "</td><td>%llu</td><td>%llu</td><td>%llu</td>", (unsigned long long)s->active,
+            (unsigned long long)s->accepted, (unsigned long long)s->requests);
+    for (int i = 1; i < 6; i++)
+        sb_addf(sb, "<td>%llu</td>", (unsigned long long)s->status[i]);
+    sb_addf(sb, "<td>%llu</td><td>%llu</td><td>", (unsigned long long)s->bytes_in,
+            (unsigned long long)s->bytes_out);
+    for (int i = 0; i < HT_COUNT; i++)
+        if (s->hits[i])
+            sb_addf(sb, "%s %llu ", type_names[i], (unsigned long long)s->hits[i]);
+    sb_adds(sb, "</td></tr>\n");
+}
+
+static enum http_action status_on_req(struct http_handler *h, struct http_req *r)
+{
+    const struct status_conf *sc = h->conf;
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+        http_error(r, 405, "Allow: GET, HEAD\r\n");
+        return HTTP_DONE;
+    }
+    enum {
+        HTML,
+        JSON,
+        PROM
+    } fmt = strcmp(r->path, sc->json_path) == 0      ? JSON
+            : strcmp(r->path, sc->metrics_path) == 0 ? PROM
+                                                     : HTML;
+    long long uptime = (long long)time(NULL) - stats_started();
+    int maxw = bus_max_worker();
+    const struct config *cfg = r->c->cfg;
+    struct sbuf sb = {0};
+
+    if (fmt == JSON)
+        sb_addf(&sb, "{\"version\":\"%s\",\"pid\":%d,\"uptime_seconds\":%lld,\"workers\":[",
+                MEDUSA_VERSION, (int)getpid(), uptime);
+    else if (fmt == PROM)
+        sb_addf(&sb,
+                "# HELP medusa_uptime_seconds Seconds since the server started.\n"
+                "# TYPE medusa_uptime_seconds gauge\nmedusa_uptime_seconds %lld\n"
+                "# HELP medusa_worker_connections_active Open connections per worker.\n"
+                "# TYPE medusa_worker_connections_active gauge\n"
+                "# HELP medusa_worker_connections_accepted_total Connections accepted per "
+                "worker.\n# TYPE medusa_worker_connections_accepted_total counter\n"
+                "# HELP medusa_worker_bytes_total Bytes per worker and direction.\n"
+                "# TYPE medusa_worker_bytes_total counter\n",
+                uptime);
+    else
+        sb_addf(&sb,
+                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
+                "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
+                "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
+                "<tr><th>worker</th><th>active</th><th>accepted</th><th>closed</th>"
+                "<th>bytes in</th><th>bytes out</th><th>errors</th></tr>\n",
+                MEDUSA_VERSION, (int)getpid(), uptime);
+    int first = 1;
+    for (int w = 1; w <= maxw; w++) {
+        if (!bus_is_live(w))
+            continue;
+        struct worker_stats *ws = stats_slot(w);
+        unsigned long long acc = stat_get(&ws->accepted), act = stat_get(&ws->active),
+                           clo = stat_get(&ws->closed), bin = stat_get(&ws->bytes_in),
+                           bout = stat_get(&ws->bytes_out), err = stat_get(&ws->errors);
+        if (fmt == JSON)
+            sb_addf(&sb,
+                    "%s{\"id\":%d,\"connections_active\":%llu,\"connections_accepted\":%llu,"
+                    "\"connections_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                    "\"errors\":%llu}",
+                    first ? "" : ",", w, act, acc, clo, bin, bout, err);
+        else if (fmt == PROM)
+            sb_addf(&sb,
+                    "medusa_worker_connections_active{worker=\"%d\"} %llu\n"
+                    "medusa_worker_connections_accepted_total{worker=\"%d\"} %llu\n"
+                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"in\"} %llu\n"
+                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"out\"} %llu\n",
+                    w, act, w, acc, w, bin, w, bout);
+        else
+            sb_addf(&sb,
+                    "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+                    "<td>%llu</td><td>%llu</td></tr>\n",
+                    w, act, acc, clo, bin, bout, err);
+        first = 0;
+    }
+    if (fmt == JSON)
+        sb_adds(&sb, "],\"servers\":[");
+    else if (fmt == PROM)
+        sb_adds(&sb, "# HELP medusa_http_connections_accepted_total HTTP connections accepted.\n"
+                     "# TYPE medusa_http_connections_accepted_total counter\n"
+                     "# HELP medusa_http_connections_active Open HTTP connections.\n"
+                     "# TYPE medusa_http_connections_active gauge\n"
+                     "# HELP medusa_http_received_bytes_total Request bytes received.\n"
+                     "# TYPE medusa_http_received_bytes_total counter\n"
+                     "# HELP medusa_http_sent_bytes_total Response bytes sent.\n"
+                     "# TYPE medusa_http_sent_bytes_total counter\n"
+                     "# HELP medusa_http_responses_total Responses by status class.\n"
+                     "# TYPE medusa_http_responses_total counter\n"
+                     "# HELP medusa_http_handler_hits_total Requests each handler type took.\n"
+                     "# TYPE medusa_http_handler_hits_total counter\n");
+    else
+        sb_adds(&sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
+                     "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
+                     "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
+                     "<th>handler hits</th></tr>\n");
+    first = 1;
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct service *svc = &cfg->services[i];
+        if (strcmp(svc->proto->name, "http") != 0)
+            continue;
+        const struct http_server *srv = svc->pcfg;
+        struct srv_sum total = {0};
+        for (int w = 1; w <= BUS_MAX_WORKERS; w++)
+            sum_slot(&total, http_counters_slot(srv->stats, w));
+        if (fmt == JSON) {
+            sb_adds(&sb, first ? "" : ",");
+            json_server(&sb, srv->name, &total, 0);
+            sb.len--; /* reopen the object for the per-worker list */
+            sb_adds(&sb, ",\"workers\":[");
+        } else if (fmt == PROM) {
+            prom_server(&sb, srv->name, "", &total);
+        } else {
+            html_row(&sb, srv->name, &total);
+        }
+        int wfirst = 1;
+        for (int w = 1; w <= maxw; w++) {
+            if (!bus_is_live(w))
+                continue;
+            struct srv_sum one = {0};
+            sum_slot(&one, http_counters_slot(srv->stats, w));
+            char label[64];
+            if (fmt == JSON) {
+                sb_adds(&sb, wfirst ? "" : ",");
+                json_server(&sb, NULL, &one, w);
+            } else if (fmt == PROM) {
+                snprintf(label, sizeof label, ",worker=\"%d\"", w);
+                prom_server(&sb, srv->name, label, &one);
+            } else {
+                snprintf(label, sizeof label, "  worker %d", w);
+                html_row(&sb, label, &one);
+            }
+            wfirst = 0;
+        }
+        if (fmt == JSON)
+            sb_adds(&sb, "]}");
+        first = 0;
+    }
+    if (fmt == JSON)
+        sb_adds(&sb, "]}\n");
+    else if (fmt == HTML)
+        sb_adds(&sb, "</table></body></html>\n");
+    if (sb.failed) {
+        http_error(r, 500, NULL);
+    } else {
+        http_resp_start(r, 200);
+        http_resp_raw(r, "Cache-Control: no-store\r\n", 25);
+        http_resp_body(r,
+                       fmt == JSON   ? "application/json"
+                       : fmt == PROM ? "text/plain; version=0.0.4; charset=utf-8"
+                                     : "text/html; charset=utf-8",
+                       sb.p, sb.len);
+    }
+    sb_free(&sb);
+    return HTTP_DONE;
+}
+
+static void status_free(struct http_handler *h)
+{
+    struct status_conf *sc = h->conf;
+    if (!sc)
+        return;
+    free(sc->json_path);
+    free(sc->metrics_path);
+    free(sc);
+}
+
+static int status_parse(struct cfg_ctx *ctx, const config_setting_t *block, struct http_handler *h)
+{
+    struct status_conf *sc = calloc(1, sizeof *sc);
+    if (!sc)
+        return cfg_error(ctx, block, "out of memory");
+    h->conf = sc;
+    const char *metrics = "/metrics";
+    if (cfg_string(ctx, block, "metrics_path", &metrics) < 0)
+        return -1;
+    if (metrics[0] != '/')
+        return cfg_error(ctx, block, "'metrics_path' must start with '/'");
+    size_t pl = strlen(h->path);
+    if (!(sc->json_path = malloc(pl + 6)) || !(sc->metrics_path = strdup(metrics)))
+        return cfg_error(ctx, block, "out of memory");
+    snprintf(sc->json_path, pl + 6, "%s.json", h->path);
+    return 0;
+}
+
+static const char *const status_keys[] = {"metrics_path", NULL};
+
+const struct http_handler_ops http_status_ops = {
+    .type = "status",
+    .keys = status_keys,
+    .parse = status_parse,
+    .free = status_free,
+    .match = status_match,
+    .on_req = status_on_req,
+};

@@ -1,0 +1,446 @@
+/*
+ * The HTTP protocol: configuration parsing (servers, virtual hosts,
+ * handler chains), the per-service counters, log reopening, and the
+ * protocol table entry. Parsing runs on the supervisor (or main, for -t).
+ */
+#include "protocols/http/http.h"
+
+#include "core/log.h"
+#include "protocols/http/http_conn.h"
+#include "protocols/http/http_util.h"
+#include "protocols/protocol.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* ---- counters that survive reloads ---- */
+
+struct counters_entry {
+    struct counters_entry *next;
+    char *name;
+    struct http_counters slots[BUS_MAX_WORKERS + 1];
+};
+static struct counters_entry *counters_list;
+static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct http_counters *http_counters_for(const char *service)
+{
+    pthread_mutex_lock(&counters_lock);
+    struct counters_entry *e = counters_list;
+    while (e && strcmp(e->name, service) != 0)
+        e = e->next;
+    if (!e && (e = aligned_alloc(64, sizeof *e))) {
+        memset(e, 0, sizeof *e);
+        if (!(e->name = strdup(service))) {
+            free(e);
+            e = NULL;
+        } else {
+            e->next = counters_list;
+            counters_list = e;
+        }
+    }
+    pthread_mutex_unlock(&counters_lock);
+    return e ? e->slots : NULL;
+}
+
+struct http_counters *http_counters_slot(struct http_counters *svc, int worker)
+{
+    return &svc[worker];
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 507:
+        return "Insufficient Storage";
+    default:
+        return "Unknown";
+    }
+}
+
+/* ---- configuration ---- */
+
+static const struct http_handler_ops *const handler_types[] = {
+    &http_static_ops, &http_redirect_ops, &http_auth_ops,
+    &http_put_ops,    &http_status_ops,   &http_userdir_ops,
+};
+
+static int key_allowed(const char *name, const char *const *common, const char *const *more)
+{
+    for (const char *const *k = common; k && *k; k++)
+        if (strcmp(*k, name) == 0)
+            return 1;
+    for (const char *const *k = more; k && *k; k++)
+        if (strcmp(*k, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int check_keys(struct cfg_ctx *ctx, const config_setting_t *block, const char *what,
+                      const char *const *common, const char *const *more)
+{
+    for (int i = 0; i < config_setting_length(block); i++) {
+        const config_setting_t *s = config_setting_get_elem(block, (unsigned)i);
+        if (!key_allowed(config_setting_name(s), common, more))
+            return cfg_error(ctx, s, "unknown key '%s' in %s", config_setting_name(s), what);
+    }
+    return 0;
+}
+
+static void handler_free(struct http_handler *h)
+{
+    if (h->ops && h->ops->free)
+        h->ops->free(h);
+    free(h->path);
+}
+
+static int parse_methods(struct cfg_ctx *ctx, const config_setting_t *block, uint64_t *out)
+{
+    const config_setting_t *m = config_setting_get_member(block, "methods");
+    if (!m)
+        return 0;
+    if (!config_setting_is_array(m) || config_setting_length(m) == 0)
+        return cfg_error(ctx, m, "'methods' must be a non-empty list of method names");
+    for (int i = 0; i < config_setting_length(m); i++) {
+        const char *name = config_setting_get_string_elem(m, i);
+        int found = -1;
+        for (int k = 0; name && k < 64; k++) {
+            const char *mn = llhttp_method_name((llhttp_method_t)k);
+            if (mn && strcmp(mn, "<unknown>") != 0 && strcasecmp(mn, name) == 0) {
+                found = k;
+                break;
+            }
+        }
+        if (found < 0)
+            return cfg_error(ctx, m, "unknown HTTP method '%s'", name ? name : "(not a string)");
+        *out |= 1ull << found;
+        if (found == HTTP_GET)
+            *out |= 1ull << HTTP_HEAD; /* HEAD is GET without the body */
+    }
+    return 0;
+}
+
+static int parse_handler(struct cfg_ctx *ctx, const config_setting_t *block,
+                         struct http_server *srv, struct http_handler *h)
+{
+    static const char *const common[] = {"type", "path", "methods", NULL};
+    const char *type = NULL, *path = NULL;
+    if (!config_setting_is_group(block))
+        return cfg_error(ctx, block, "a handler must be a group { type = ...; path = ...; }");
+    if (cfg_string(ctx, block, "type", &type) < 0 || cfg_string(ctx, block, "path", &path) < 0)
+        return -1;
+    if (!type)
+        return cfg_error(ctx, block, "handler without 'type'");
+    for (size_t i = 0; i < sizeof handler_types / sizeof *handler_types; i++)
+        if (strcmp(handler_types[i]->type, type) == 0) {
+            h->ops = handler_types[i];
+            h->type = (enum http_handler_type)i;
+        }
+    if (!h->ops)
+        return cfg_error(ctx, block,
+                         "unknown handler type '%s' (static, redirect, auth, put, status, userdir)",
+                         type);
+    if (check_keys(ctx, block, "handler", common, h->ops->keys) < 0)
+        return -1;
+    if (!path)
+        path = h->type == HT_USERDIR ? "/~" : h->type == HT_STATUS ? "/status" : "/";
+    if (path[0] != '/')
+        return cfg_error(ctx, block, "handler path '%s' must start with '/'", path);
+    h->path = strdup(path);
+    if (!h->path)
+        return cfg_error(ctx, block, "out of memory");
+    h->path_len = strlen(path);
+    h->srv = srv;
+    if (parse_methods(ctx, block, &h->methods) < 0)
+        return -1;
+    return h->ops->parse(ctx, block, h);
+}
+
+static int parse_vhost(struct cfg_ctx *ctx, const config_setting_t *block, struct http_server *srv,
+                       struct http_vhost *vh)
+{
+    static const char *const keys[] = {"names", "handlers", NULL};
+    if (!config_setting_is_group(block))
+        return cfg_error(ctx, block,
+                         "a virtual host must be a group { names = ...; handlers = ...; }");
+    if (check_keys(ctx, block, "virtual host", keys, NULL) < 0)
+        return -1;
+    const config_setting_t *names = config_setting_get_member(block, "names");
+    if (!names) {
+        vh->names = calloc(1, sizeof *vh->names);
+        if (!vh->names || !(vh->names[0] = strdup("*")))
+            return cfg_error(ctx, block, "out of memory");
+        vh->nnames = 1;
+    } else {
+        if (!config_setting_is_array(names) || config_setting_length(names) == 0)
+            return cfg_error(ctx, names, "'names' must be a non-empty list of host names");
+        vh->names = calloc((size_t)config_setting_length(names), sizeof *vh->names);
+        if (!vh->names)
+            return cfg_error(ctx, names, "out of memory");
+        for (int i = 0; i < config_setting_length(names); i++) {
+            const char *n = config_setting_get_string_elem(names, i);
+            if (!n || !*n ||
+                (strchr(n, '*') && strcmp(n, "*") != 0 &&
+                 (n[0] != '*' || n[1] != '.' || strchr(n + 1, '*'))))
+                return cfg_error(ctx, names,
+                                 "bad host name '%s': use a name, \"*.domain\" or \"*\"",
+                                 n ? n : "(not a string)");
+            if (!(vh->names[i] = strdup(n)))
+                return cfg_error(ctx, names, "out of memory");
+            for (char *p = vh->names[i]; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            vh->nnames++;
+        }
+    }
+    const config_setting_t *hs = config_setting_get_member(block, "handlers");
+    if (!hs || !config_setting_is_list(hs) || config_setting_length(hs) == 0)
+        return cfg_error(ctx, hs ? hs : block,
+                         "a virtual host needs 'handlers', a list of handler groups");
+    vh->handlers = calloc((size_t)config_setting_length(hs), sizeof *vh->handlers);
+    if (!vh->handlers)
+        return cfg_error(ctx, hs, "out of memory");
+    for (int i = 0; i < config_setting_length(hs); i++) {
+        vh->nhandlers++;
+        if (parse_handler(ctx, config_setting_get_elem(hs, (unsigned)i), srv, &vh->handlers[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void http_free_cfg(void *p)
+{
+    struct http_server *srv = p;
+    if (!srv)
+        return;
+    for (size_t v = 0; v < srv->nvhosts; v++) {
+        struct http_vhost *vh = &srv->vhosts[v];
+        for (size_t i = 0; i < vh->nnames; i++)
+            free(vh->names[i]);
+        free(vh->names);
+        for (size_t i = 0; i < vh->nhandlers; i++)
+            handler_free(&vh->handlers[i]);
+        free(vh->handlers);
+    }
+    free(srv->vhosts);
+    if (srv->access_fd >= 0)
+        close(srv->access_fd);
+    free(srv->access_log);
+    free(srv->server_header);
+    free(srv->name);
+    mime_free(srv->mime);
+    free(srv);
+}
+
+static int open_log(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+static const char *const http_keys[] = {"vhosts",
+                                        "access_log",
+                                        "server",
+                                        "mime_types",
+                                        "max_uri",
+                                        "max_header_size",
+                                        "max_headers",
+                                        "max_body",
+                                        "header_timeout",
+                                        "body_timeout",
+                                        "keepalive_timeout",
+                                        "send_timeout",
+                                        "keepalive_requests",
+                                        NULL};
+
+static int http_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **pcfg)
+{
+    struct http_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return cfg_error(ctx, block, "out of memory");
+    *pcfg = srv;
+    srv->access_fd = -1;
+    const char *name = NULL, *server = "medusa", *access_path = NULL, *mime = NULL;
+    long long max_uri = 8192, max_header_size = 16384, max_headers = 100, max_body = 1 << 20,
+              keepalive_requests = 1000;
+    srv->header_timeout_ms = 10000;
+    srv->body_timeout_ms = 30000;
+    srv->keepalive_timeout_ms = 60000;
+    srv->send_timeout_ms = 60000;
+    if (cfg_string(ctx, block, "name", &name) < 0 ||
+        cfg_string(ctx, block, "server", &server) < 0 ||
+        cfg_string(ctx, block, "access_log", &access_path) < 0 ||
+        cfg_string(ctx, block, "mime_types", &mime) < 0 ||
+        cfg_int(ctx, block, "max_uri", 64, 1 << 20, &max_uri) < 0 ||
+        cfg_int(ctx, block, "max_header_size", 256, 1 << 20, &max_header_size) < 0 ||
+        cfg_int(ctx, block, "max_headers", 1, 10000, &max_headers) < 0 ||
+        cfg_int(ctx, block, "max_body", 0, 1LL << 40, &max_body) < 0 ||
+        cfg_int(ctx, block, "keepalive_requests", 1, 1 << 30, &keepalive_requests) < 0 ||
+        cfg_duration_ms(ctx, block, "header_timeout", 3600, &srv->header_timeout_ms) < 0 ||
+        cfg_duration_ms(ctx, block, "body_timeout", 3600, &srv->body_timeout_ms) < 0 ||
+        cfg_duration_ms(ctx, block, "keepalive_timeout", 3600, &srv->keepalive_timeout_ms) < 0 ||
+        cfg_duration_ms(ctx, block, "send_timeout", 3600, &srv->send_timeout_ms) < 0)
+        return -1;
+    if (!srv->header_timeout_ms || !srv->body_timeout_ms || !srv->keepalive_timeout_ms ||
+        !srv->send_timeout_ms)
+        return cfg_error(ctx, block, "HTTP timeouts must be greater than zero");
+    srv->max_uri = (unsigned)max_uri;
+    srv->max_header_size = (unsigned)max_header_size;
+    srv->max_headers = (unsigned)max_headers;
+    srv->max_body = max_body;
+    srv->keepalive_requests = (unsigned)keepalive_requests;
+    if (strpbrk(server, "\r\n"))
+        return cfg_error(ctx, block, "'server' must not contain line breaks");
+    size_t sl = strlen(server);
+    if (!(srv->name = strdup(name ? name : "http")) || !(srv->server_header = malloc(sl + 11)))
+        return cfg_error(ctx, block, "out of memory");
+    if (sl)
+        snprintf(srv->server_header, sl + 11, "Server: %s\r\n", server);
+    else
+        srv->server_header[0] = '\0';
+    if (!(srv->stats = http_counters_for(srv->name)))
+        return cfg_error(ctx, block, "out of memory");
+
+    /* MIME types: the configured file, else mime.types beside the
+     * configuration, else the system's. */
+    char *mpath = mime ? cfg_path(ctx, mime) : cfg_path(ctx, "mime.types");
+    if (!mpath)
+        return cfg_error(ctx, block, "out of memory");
+    if (!mime && access(mpath, R_OK) != 0) {
+        free(mpath);
+        mpath = strdup("/etc/mime.types");
+        if (mpath && access(mpath, R_OK) != 0) {
+            free(mpath);
+            mpath = NULL; /* no table: everything is application/octet-stream */
+        }
+    }
+    if (mpath) {
+        char err[CONFIG_ERR_MAX];
+        srv->mime = mime_load(mpath, err, sizeof err);
+        free(mpath);
+        if (!srv->mime)
+            return cfg_error(ctx, config_setting_get_member(block, "mime_types") ?: block, "%s",
+                             err);
+    }
+    if (access_path) {
+        if (!(srv->access_log = cfg_path(ctx, access_path)))
+            return cfg_error(ctx, block, "out of memory");
+        srv->access_fd = open_log(srv->access_log);
+        if (srv->access_fd < 0)
+            return cfg_error(ctx, config_setting_get_member(block, "access_log"),
+                             "cannot open access log %s: %s", srv->access_log, strerror(errno));
+    }
+
+    const config_setting_t *vhosts = config_setting_get_member(block, "vhosts");
+    if (!vhosts || !config_setting_is_list(vhosts) || config_setting_length(vhosts) == 0)
+        return cfg_error(ctx, vhosts ? vhosts : block,
+                         "an http server needs 'vhosts', a list of virtual host groups");
+    srv->vhosts = calloc((size_t)config_setting_length(vhosts), sizeof *srv->vhosts);
+    if (!srv->vhosts)
+        return cfg_error(ctx, vhosts, "out of memory");
+    for (int i = 0; i < config_setting_length(vhosts); i++) {
+        srv->nvhosts++;
+        const config_setting_t *vb = config_setting_get_elem(vhosts, (unsigned)i);
+        if (parse_vhost(ctx, vb, srv, &srv->vhosts[i]) < 0)
+            return -1;
+        struct http_vhost *vh = &srv->vhosts[i];
+        for (size_t n = 0; n < vh->nnames; n++)
+            if (strcmp(vh->names[n], "*") == 0) {
+                if (srv->default_vhost)
+                    return cfg_error(ctx, vb, "more than one virtual host is named \"*\"");
+                srv->default_vhost = vh;
+            }
+    }
+    if (!srv->default_vhost)
+        srv->default_vhost = &srv->vhosts[0]; /* as nginx: the first is the default */
+    return 0;
+}
+
+static int http_reopen(void *pcfg)
+{
+    struct http_server *srv = pcfg;
+    if (srv->access_fd < 0)
+        return 0;
+    int fd = open_log(srv->access_log);
+    if (fd < 0 || dup2(fd, srv->access_fd) < 0) {
+        log_error(srv->name, "reopening access log %s: %s", srv->access_log, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+const struct protocol http_protocol = {
+    .name = "http",
+    .keys = http_keys,
+    .tcp_nodelay = 1,
+    .raw_io = 1,
+    .parse = http_parse,
+    .free_cfg = http_free_cfg,
+    .worker_start = http_worker_start,
+    .worker_stop = http_worker_stop,
+    .accept = http_accept,
+    .closed = http_closed,
+    .stopping = http_stopping,
+    .reopen = http_reopen,
+};

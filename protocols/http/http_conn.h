@@ -1,0 +1,16 @@
+/*
+ * HTTP connections (http_conn.c): the protocol callbacks the core calls on
+ * a worker. Worker thread only.
+ */
+#pragma once
+
+#include "protocols/http/http.h"
+
+struct conn;
+struct worker;
+
+void *http_worker_start(struct worker *w);
+void http_worker_stop(void *state);
+void http_accept(void *state, struct conn *c);
+void http_closed(void *state, struct conn *c);
+void http_stopping(void *state, struct conn *c, unsigned grace_ms);

@@ -1,0 +1,286 @@
+#!/usr/bin/python3
+"""HTTP benchmark: medusad against nginx (and h2o where it runs), side by side.
+
+Each server gets one worker pinned to CPU 0, wrk is pinned to CPU 1, the files
+are the same, access logs are off. Runs are interleaved (every server, every
+scenario, then again) and the median of the rounds is reported, with the ratio
+to nginx. Then memory: 10,000 idle keep-alive connections, RSS growth per
+connection.
+
+    tests/bench/http_bench.py build/medusad [--rounds 5] [--duration 5]
+
+Needs nginx (nginx-light), wrk and optionally h2o from Debian:
+    apt-get install nginx-light wrk h2o
+"""
+import argparse
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SCENARIOS = [
+    ("1k", "/1k.bin", []),
+    ("1m", "/1m.bin", []),
+    ("404", "/missing", []),
+    ("close", "/1k.bin", ["-H", "Connection: close"]),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d never opened" % port)
+
+
+class Server:
+    def __init__(self, name, argv, port, pid_of=None):
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(["taskset", "-c", "0"] + argv,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(port)
+        self.pid_of = pid_of
+
+    def worker_pid(self):
+        return self.pid_of() if self.pid_of else self.proc.pid
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def children_of(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def start_medusa(binary, root, tmp):
+    port = free_port()
+    conf = os.path.join(tmp, "medusa.conf")
+    with open(conf, "w") as f:
+        f.write("""workers = 1;
+worker_connections = 20000;
+log = { level = "warn"; error_log = "%s/medusa.err"; };
+http = ( { name = "bench"; listen = [ "127.0.0.1:%d" ];
+  keepalive_requests = 1000000; keepalive_timeout = 300;
+  vhosts = ( { names = [ "*" ]; handlers = (
+    { type = "static"; path = "/"; root = "%s"; gzip_static = false; } ); } ); } );
+""" % (tmp, port, root))
+    return Server("medusa", [binary, "-c", conf], port)
+
+
+def start_nginx(root, tmp):
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""worker_processes 1;
+daemon off;
+master_process on;
+pid %s/nginx.pid;
+error_log %s/nginx.err;
+worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  open_file_cache max=1000 inactive=60s;
+  open_file_cache_valid 60s;
+  open_file_cache_errors on;
+  default_type application/octet-stream;
+  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;
+  uwsgi_temp_path %s; scgi_temp_path %s;
+  server { listen 127.0.0.1:%d; root %s; }
+}
+""" % ((tmp,) * 7 + (port, root)))
+    srv = Server("nginx", ["nginx", "-c", conf, "-p", tmp], port)
+    srv.pid_of = lambda: children_of(srv.proc.pid)[0]
+    return srv
+
+
+def start_h2o(root, tmp):
+    if not shutil.which("h2o"):
+        return None
+    port = free_port()
+    conf = os.path.join(tmp, "h2o.conf")
+    with open(conf, "w") as f:
+        f.write("""num-threads: 1
+max-connections: 20000
+http1-request-timeout: 300
+listen:
+  host: 127.0.0.1
+  port: %d
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: %s
+""" % (port, root))
+    try:
+        srv = Server("h2o", ["h2o", "-c", conf], port)
+    except RuntimeError:
+        return None
+    # h2o may run a helper process; the server is the one listening.
+    srv.pid_of = lambda: srv.proc.pid
+    return srv
+
+
+def wrk(port, path, extra, duration, conns):
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration] + extra + \
+        ["http://127.0.0.1:%d%s" % (port, path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errs = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, (errs.group(1) if errs else ""), int(non2xx.group(1)) if non2xx else 0
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_memory(srv, n):
+    """Open n keep-alive connections, one request each, and leave them idle."""
+    pid = srv.worker_pid()
+    time.sleep(0.3)
+    before = rss_kib(pid)
+    sel = selectors.DefaultSelector()
+    socks, done, errors = [], 0, 0
+    req = b"GET /1k.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for i in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", srv.port))
+        except BlockingIOError:
+            pass
+        socks.append(s)
+        sel.register(s, selectors.EVENT_WRITE, [b"", False])
+        # keep the listen queue from overflowing
+        while len(socks) - done > 500:
+            done, errors = pump(sel, req, done, errors)
+    while done < n:
+        before_done = done
+        done, errors = pump(sel, req, done, errors, timeout=5)
+        if done == before_done:
+            break
+    time.sleep(0.5)
+    after = rss_kib(pid)
+    ok = sum(1 for s in socks if s.fileno() >= 0)
+    for s in socks:
+        s.close()
+    return before, after, done, errors
+
+
+def pump(sel, req, done, errors, timeout=1):
+    for key, ev in sel.select(timeout):
+        s, st = key.fileobj, key.data
+        try:
+            if ev & selectors.EVENT_WRITE:
+                s.send(req)
+                sel.modify(s, selectors.EVENT_READ, st)
+            else:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed")
+                st[0] += chunk
+                if b"\r\n\r\n" in st[0] and len(st[0]) >= st[0].index(b"\r\n\r\n") + 4 + 1024:
+                    sel.unregister(s)
+                    done += 1
+        except (ConnectionError, OSError):
+            sel.unregister(s)
+            errors += 1
+            done += 1
+    return done, errors
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("medusad")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--no-h2o", action="store_true")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="medusa-bench-")
+    root = os.path.join(tmp, "www")
+    os.makedirs(root)
+    with open(os.path.join(root, "1k.bin"), "wb") as f:
+        f.write(os.urandom(1024))
+    with open(os.path.join(root, "1m.bin"), "wb") as f:
+        f.write(os.urandom(1 << 20))
+    os.chmod(tmp, 0o755)
+    servers = []
+    try:
+        servers.append(start_medusa(os.path.abspath(args.medusad), root, tmp))
+        servers.append(start_nginx(root, tmp))
+        if not args.no_h2o:
+            h = start_h2o(root, tmp)
+            if h:
+                servers.append(h)
+        results = {}
+        for rnd in range(args.rounds):
+            for name, path, extra in SCENARIOS:
+                for srv in servers:
+                    rps, errs, non2xx = wrk(srv.port, path, extra, args.duration,
+                                            args.connections)
+                    results.setdefault((srv.name, name), []).append(rps)
+                    print("round %d %-6s %-6s %10.0f req/s %s" %
+                          (rnd + 1, srv.name, name, rps, errs), flush=True)
+        print()
+        print("| scenario | " + " | ".join("%s req/s" % s.name for s in servers) +
+              " | " + " | ".join("%s / nginx" % s.name for s in servers if s.name != "nginx") + " |")
+        print("|---" * (1 + len(servers) + len(servers) - 1) + "|")
+        for name, _, _ in SCENARIOS:
+            med = {s.name: statistics.median(results[(s.name, name)]) for s in servers}
+            print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
+                  " | ".join("%.2f" % (med[s.name] / med["nginx"]) for s in servers
+                             if s.name != "nginx") + " |")
+        print()
+        print("| server | idle connections | RSS before KiB | RSS after KiB | bytes per connection | errors |")
+        print("|---|---|---|---|---|---|")
+        for srv in servers:
+            before, after, done, errors = idle_memory(srv, args.idle)
+            per = (after - before) * 1024 / max(done, 1)
+            print("| %s | %d | %d | %d | %.0f | %d |" % (srv.name, done, before, after, per, errors),
+                  flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
