@@ -195,6 +195,13 @@ static void listener_close(struct worker *w, struct wlistener *l)
 static void resolve_listener(struct worker *w, struct wlistener *l)
 {
     l->svc = config_service(w->cfg, l->service);
+    if (l->svc && !l->is_unix) {
+        /* The kernel keeps a silent connection out of the accept queue for
+         * up to this many seconds, then hands it over anyway. */
+        int secs = l->svc->proto->defer_accept ? 1 : 0;
+        if (setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) < 0)
+            log_warn(l->text, "TCP_DEFER_ACCEPT: %s", strerror(errno));
+    }
 }
 
 static void on_listen_add(struct worker *w, struct listener_sock *ls)

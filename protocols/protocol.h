@@ -21,6 +21,9 @@ struct protocol {
     const char *name;        /* top-level configuration list, e.g. "chat" */
     const char *const *keys; /* keys a service block takes besides name and listen */
     int tcp_nodelay;         /* interactive traffic: disable Nagle on accept */
+    /* Clients speak first: TCP listeners use TCP_DEFER_ACCEPT, so accept
+     * returns a connection with its first bytes already there. */
+    int defer_accept;
     /* The protocol does its own socket I/O on c->fd: the core makes no
      * bufferevent (an idle connection then holds no buffers) and the
      * protocol counts bytes with conn_count_in/out. */

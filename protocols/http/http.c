@@ -433,7 +433,8 @@ static int http_reopen(void *pcfg)
 const struct protocol http_protocol = {
     .name = "http",
     .keys = http_keys,
-    .tcp_nodelay = 1,
+    .tcp_nodelay = 0, /* set per connection once it is kept alive */
+    .defer_accept = 1,
     .raw_io = 1,
     .parse = http_parse,
     .free_cfg = http_free_cfg,

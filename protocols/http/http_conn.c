@@ -42,6 +42,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/sendfile.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -78,6 +80,8 @@ struct http_conn {
     uint8_t state;
     short watching; /* EV_READ or EV_WRITE */
     uint8_t stopping;
+    uint8_t nodelay;
+    uint8_t corked;
     struct event ev;
 };
 
@@ -345,9 +349,13 @@ static void count_response(struct http_conn *hc, struct http_req *r)
 }
 
 /* The response is sent: log it, then read the next request or close. */
+static void cork(struct http_conn *hc, int on);
+
 static void response_done(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
+    if (hc->corked)
+        cork(hc, 0);
     access_log(hc, r);
     count_response(hc, r);
     hc->nreq++;
@@ -358,7 +366,14 @@ static void response_done(struct http_conn *hc)
             hc_close(hc);
         return;
     }
-    /* Keep-alive: what follows the message is the next request. */
+    /* Keep-alive: what follows the message is the next request. A small
+     * answer must not wait behind the previous one's unacknowledged tail
+     * (Nagle); a connection that closes after one answer never needs it. */
+    if (!hc->nodelay) {
+        int one = 1;
+        setsockopt(hc->c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        hc->nodelay = 1;
+    }
     size_t rest = r->len - r->parsed;
     memmove(r->buf, r->buf + r->parsed, rest);
     req_reset(r);
@@ -379,6 +394,7 @@ static void flush(struct http_conn *hc)
     struct http_req *r = hc->req;
     size_t sent_now = 0;
     for (;;) {
+        int full = 0;
         size_t head = r->out_len - r->out_off, mem = r->mem_len - r->mem_off;
         ssize_t n;
         if (head || mem) {
@@ -389,20 +405,28 @@ static void flush(struct http_conn *hc)
             if (mem)
                 iov[cnt++] = (struct iovec){(void *)(r->mem + r->mem_off), mem};
             struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-            n = sendmsg(hc->c->fd, &mh, MSG_NOSIGNAL | (r->file_off < r->file_end ? MSG_MORE : 0));
+            /* More to come: the file, or the FIN of a closing connection,
+             * which close() then sends in the same segment. */
+            int more = r->file_off < r->file_end || r->close_after || hc->stopping;
+            n = sendmsg(hc->c->fd, &mh, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
             if (n > 0) {
                 size_t k = (size_t)n < head ? (size_t)n : head;
                 r->out_off += k;
                 r->mem_off += (size_t)n - k;
+                if ((size_t)n < head + mem)
+                    full = 1;
             }
         } else if (r->file_off < r->file_end) {
             if (sent_now >= SEND_SLICE) {
+                hc->deadline = now_ms() + srv_of(hc)->send_timeout_ms;
                 watch(hc, EV_WRITE); /* yield: the loop calls back at once */
                 return;
             }
             off_t left = r->file_end - r->file_off;
             size_t want = left > SEND_SLICE ? SEND_SLICE : (size_t)left;
             n = sendfile(hc->c->fd, r->file_fd, &r->file_off, want);
+            if (n > 0 && (size_t)n < want)
+                full = 1;
             if (n == 0) { /* the file shrank under us */
                 log_warn(hc->c->peer, "file shrank while being sent; closing");
                 r->close_after = 1;
@@ -417,6 +441,8 @@ static void flush(struct http_conn *hc)
         }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (sent_now) /* send_timeout runs between two writes */
+                    hc->deadline = now_ms() + srv_of(hc)->send_timeout_ms;
                 watch(hc, EV_WRITE);
                 return;
             }
@@ -429,12 +455,29 @@ static void flush(struct http_conn *hc)
         sent_now += (size_t)n;
         conn_count_out(hc->c, (size_t)n);
         stat_add(&counters(hc)->bytes_out, (uint64_t)n);
+        if (full) { /* a short write means the socket buffer is full: no
+                       need to hear EAGAIN from another call */
+            hc->deadline = now_ms() + srv_of(hc)->send_timeout_ms;
+            watch(hc, EV_WRITE);
+            return;
+        }
     }
+}
+
+static void cork(struct http_conn *hc, int on)
+{
+    setsockopt(hc->c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    hc->corked = (uint8_t)on;
 }
 
 static void start_write(struct http_conn *hc)
 {
     set_state(hc, HC_WRITE);
+    /* A file body bigger than a socket buffer goes out in several
+     * sendfile calls: cork so that each one's tail waits to fill a whole
+     * segment (nginx's tcp_nopush); uncorked when the response is sent. */
+    if (hc->req->file_end - hc->req->file_off > 65536)
+        cork(hc, 1);
     flush(hc);
 }
 
@@ -977,6 +1020,7 @@ static void process(struct http_conn *hc)
             }
             if (hc->state == HC_IDLE)
                 set_state(hc, HC_HEAD);
+            watch(hc, EV_READ);
             return;
         }
         if (err != HPE_PAUSED) {
@@ -1050,6 +1094,7 @@ static void on_readable(struct http_conn *hc)
         if (errno == EAGAIN || errno == EINTR) {
             if (!r->len)
                 req_put(hc);
+            watch(hc, EV_READ);
             return;
         }
         log_debug(hc->c->peer, "read: %s", strerror(errno));
@@ -1166,7 +1211,10 @@ void http_accept(void *state, struct conn *c)
     stat_add(&ct->accepted, 1);
     stat_add(&ct->active, 1);
     set_state(hc, HC_IDLE);
-    watch(hc, EV_READ);
+    /* The listener defers accept until the request is there: read it now,
+     * and register with epoll only if we have to wait (a request answered
+     * with Connection: close then never touches epoll). */
+    on_readable(hc);
 }
 
 void http_closed(void *state, struct conn *c)

@@ -233,6 +233,9 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--no-h2o", action="store_true")
+    ap.add_argument("--scenarios", default=",".join(n for n, _, _ in SCENARIOS),
+                    help="comma-separated subset of: 1k,1m,404,close")
+    ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="medusa-bench-")
     root = os.path.join(tmp, "www")
@@ -251,8 +254,9 @@ def main():
             if h:
                 servers.append(h)
         results = {}
+        chosen = [sc for sc in SCENARIOS if sc[0] in args.scenarios.split(",")]
         for rnd in range(args.rounds):
-            for name, path, extra in SCENARIOS:
+            for name, path, extra in chosen:
                 for srv in servers:
                     rps, errs, non2xx = wrk(srv.port, path, extra, args.duration,
                                             args.connections)
@@ -263,11 +267,13 @@ def main():
         print("| scenario | " + " | ".join("%s req/s" % s.name for s in servers) +
               " | " + " | ".join("%s / nginx" % s.name for s in servers if s.name != "nginx") + " |")
         print("|---" * (1 + len(servers) + len(servers) - 1) + "|")
-        for name, _, _ in SCENARIOS:
+        for name, _, _ in chosen:
             med = {s.name: statistics.median(results[(s.name, name)]) for s in servers}
             print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
                   " | ".join("%.2f" % (med[s.name] / med["nginx"]) for s in servers
                              if s.name != "nginx") + " |")
+        if args.no_memory:
+            return
         print()
         print("| server | idle connections | RSS before KiB | RSS after KiB | bytes per connection | errors |")
         print("|---|---|---|---|---|---|")

@@ -253,6 +253,25 @@ def main():
         s.close()
     ok("stalled downloads: RSS grew %d KiB for 10 x 32 MiB, others served, closed at send_timeout" % grown)
 
+    # A slow reader that keeps reading gets the whole file even when the
+    # download lasts longer than send_timeout (it runs between writes).
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    got, t0 = b"", time.monotonic()
+    want = open(os.path.join(www, "huge.bin"), "rb").read()
+    while b"\r\n\r\n" not in got or len(got) - got.index(b"\r\n\r\n") - 4 < len(want):
+        chunk = s.recv(256 * 1024)
+        assert chunk, "closed after %d bytes, %.1f s" % (len(got), time.monotonic() - t0)
+        got += chunk
+        time.sleep(0.006)
+    took = time.monotonic() - t0
+    s.close()
+    assert got[got.index(b"\r\n\r\n") + 4:] == want
+    assert took > 3, took
+    ok("a slow reader got 32 MiB over %.1f s (longer than send_timeout)" % took)
+
     # 500 idle keep-alive connections are closed on schedule (keepalive_timeout = 2 s),
     # and 100 silent ones at header_timeout (1 s).
     idle = []
