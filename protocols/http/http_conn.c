@@ -67,7 +67,8 @@ struct http_worker {
     unsigned npool;
     time_t date_sec;
     char date_hdr[sizeof "Date: \r\n" + HTTP_DATE_LEN];
-    char log_time[40]; /* 27/Nov/2026:16:42:25 +0000 */
+    char log_time[40];         /* 27/Nov/2026:16:42:25 +0000 */
+    struct sbuf errpages[500]; /* statuses 100..599 */
 };
 
 struct http_conn {
@@ -656,18 +657,23 @@ void http_resp_nobody(struct http_req *r)
 
 void http_error(struct http_req *r, int status, const char *extra)
 {
-    char body[256];
-    const char *reason = http_reason(status);
-    int n = snprintf(body, sizeof body,
-                     "<!DOCTYPE html>\n<html><head><title>%d %s</title></head>"
-                     "<body><h1>%d %s</h1></body></html>\n",
-                     status, reason, status, reason);
+    /* Each worker formats a status's page once. */
+    struct http_worker *hw = r->hc->hw;
+    int idx = status >= 100 && status < 600 ? status - 100 : 500 - 100;
+    struct sbuf *page = &hw->errpages[idx];
+    if (!page->len) {
+        const char *reason = http_reason(status);
+        sb_addf(page,
+                "<!DOCTYPE html>\n<html><head><title>%d %s</title></head>"
+                "<body><h1>%d %s</h1></body></html>\n",
+                status, reason, status, reason);
+    }
     if (status >= 400 && !r->responded)
-        log_debug(r->hc->c->peer, "%d %s", status, reason);
+        log_debug(r->hc->c->peer, "%d %s", status, http_reason(status));
     http_resp_start(r, status);
     if (extra)
         out_str(r, extra);
-    http_resp_body(r, "text/html; charset=utf-8", body, (size_t)n);
+    http_resp_body(r, "text/html; charset=utf-8", page->p ? page->p : "", page->len);
 }
 
 size_t http_origin(struct http_req *r, char *out, size_t outlen)
@@ -778,7 +784,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 
 static int on_headers_complete(llhttp_t *p)
 {
-    (void)p;
+    /* We speak no protocol to upgrade to, so Upgrade is ignored (RFC 9110
+     * 7.8) and the request is an ordinary one; CONNECT stays an upgrade so
+     * that its connection closes after the answer. */
+    if (p->method != HTTP_CONNECT)
+        p->upgrade = 0;
     return HPE_PAUSED; /* routing happens in process(), outside the parser */
 }
 
@@ -888,6 +898,11 @@ static void on_head(struct http_conn *hc, struct http_req *r)
     r->body_max = r->srv->max_body;
     if (llhttp_get_http_major(p) != 1) {
         http_error(r, 505, NULL);
+        return;
+    }
+    if (r->method == HTTP_CONNECT) { /* not a proxy; and a tunnel would follow */
+        r->close_after = 1;
+        http_error(r, 405, NULL);
         return;
     }
     int st = classify_headers(r);
@@ -1023,12 +1038,15 @@ static void process(struct http_conn *hc)
             watch(hc, EV_READ);
             return;
         }
-        if (err != HPE_PAUSED) {
+        if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
             refuse(hc, r->error_status ? r->error_status : 400);
             return;
         }
         size_t pos = (size_t)(llhttp_get_error_pos(&r->parser) - r->buf);
-        llhttp_resume(&r->parser);
+        if (err == HPE_PAUSED_UPGRADE) /* only CONNECT, refused in on_head */
+            llhttp_resume_after_upgrade(&r->parser);
+        else
+            llhttp_resume(&r->parser);
         r->parsed = pos;
         if (r->chunk_check) {
             r->chunk_check = 0;
@@ -1180,6 +1198,8 @@ void http_worker_stop(void *state)
     if (!hw)
         return;
     event_free(hw->tick);
+    for (size_t i = 0; i < sizeof hw->errpages / sizeof *hw->errpages; i++)
+        sb_free(&hw->errpages[i]);
     while (hw->pool) {
         struct http_req *r = hw->pool;
         hw->pool = r->next_free;

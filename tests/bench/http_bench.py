@@ -236,6 +236,7 @@ def main():
     ap.add_argument("--scenarios", default=",".join(n for n, _, _ in SCENARIOS),
                     help="comma-separated subset of: 1k,1m,404,close")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--c10k", type=int, default=10000, help="connections for the concurrency run")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="medusa-bench-")
     root = os.path.join(tmp, "www")
@@ -272,6 +273,13 @@ def main():
             print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
                   " | ".join("%.2f" % (med[s.name] / med["nginx"]) for s in servers
                              if s.name != "nginx") + " |")
+        print()
+        print("| server | concurrent connections | req/s | socket errors | non-2xx |")
+        print("|---|---|---|---|---|")
+        for srv in servers:
+            rps, errs, non2xx = wrk(srv.port, "/1k.bin", [], args.duration, args.c10k)
+            print("| %s | %d | %.0f | %s | %d |" % (srv.name, args.c10k, rps, errs or "none",
+                                                 non2xx), flush=True)
         if args.no_memory:
             return
         print()

@@ -103,6 +103,20 @@ def main():
     assert r.header("connection") == "close" and c.closed()
     ok("HTTP/1.0 closes without keep-alive, keeps the connection with it; 1.1 Connection: close")
 
+    # Upgrade is ignored (no 101; the next request is HTTP); CONNECT is refused and closes.
+    c = RawHTTP(port)
+    c.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+           b"GET /b.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    r1, r2 = c.response(), c.response()
+    assert (r1.status, r1.body[:1], r2.status, r2.body[:1]) == (200, b"A", 200, b"B")
+    c.close()
+    c = RawHTTP(port)
+    c.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01tunnel")
+    r = c.response()
+    assert r.status == 405 and r.header("connection") == "close" and c.closed()
+    assert b"HTTP/1.1" not in c.buf  # nothing after: the tunnel bytes were not parsed
+    ok("Upgrade ignored (the connection stays HTTP); CONNECT 405 and closed")
+
     # keepalive_requests = 5: the fifth answer says close.
     c = RawHTTP(port)
     for i in range(5):
@@ -216,6 +230,68 @@ def main():
     assert not os.path.exists(os.path.join(tmp, "up", "s"))
     srv.wait_log("request refused: 400 Bad Request")
     ok("smuggling and malformed requests: %d vectors, each 400 and closed" % len(vectors))
+
+    # Mutation storm: valid requests with random bytes flipped, inserted,
+    # removed or cut short, from 8 threads; every answer is a well-formed
+    # HTTP response (or a close), and the server keeps serving.
+    import random
+    rng = random.Random(1234)
+    templates = [
+        b"GET /a.txt?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nIf-None-Match: \"x\"\r\n\r\n",
+        b"PUT /up/m.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"PUT /up/m.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /%2e/a.txt HTTP/1.0\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n",
+    ]
+    cases = []
+    for i in range(800):
+        d = bytearray(rng.choice(templates) * rng.choice([1, 1, 2]))
+        for _ in range(rng.randint(1, 4)):
+            if not d:
+                break
+            op, pos = rng.randint(0, 3), rng.randrange(max(len(d), 1))
+            if op == 0:
+                d[pos] = rng.randrange(256)
+            elif op == 1:
+                d[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+            elif op == 2:
+                del d[pos:pos + rng.randint(1, 8)]
+            else:
+                d = d[:pos]
+        cases.append(bytes(d))
+    bad = []
+
+    def storm(part):
+        for d in part:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), 5)
+                s.sendall(d)
+                s.shutdown(socket.SHUT_WR)
+                got = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                s.close()
+            except (ConnectionResetError, BrokenPipeError):
+                continue
+            except socket.timeout:
+                bad.append(("timeout", d))
+                continue
+            if got and not got.startswith(b"HTTP/1.1 "):
+                bad.append((got[:40], d))
+    threads = [threading.Thread(target=storm, args=(cases[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:3]
+    assert srv.proc.poll() is None
+    c = RawHTTP(port)
+    c.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.response().status == 200
+    c.close()
+    ok("mutation storm: %d mangled requests, every answer well-formed, server still serving" % len(cases))
 
     # A client that stops reading mid-download: memory stays bounded, others served,
     # and send_timeout (3 s) closes it.
