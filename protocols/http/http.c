@@ -164,13 +164,21 @@ static int parse_methods(struct cfg_ctx *ctx, const config_setting_t *block, uin
     for (int i = 0; i < config_setting_length(m); i++) {
         const char *name = config_setting_get_string_elem(m, i);
         int found = -1;
-        for (int k = 0; name && k < 64; k++) {
-            const char *mn = llhttp_method_name((llhttp_method_t)k);
-            if (mn && strcmp(mn, "<unknown>") != 0 && strcasecmp(mn, name) == 0) {
-                found = k;
+        /* llhttp_method_name() aborts on numbers it does not know, so
+         * walk its own table of request methods. */
+        static const struct {
+            int num;
+            const char *name;
+        } methods[] = {
+#define METHOD_ENTRY(num, name, string) {num, #string},
+            HTTP_METHOD_MAP(METHOD_ENTRY)
+#undef METHOD_ENTRY
+        };
+        for (size_t k = 0; name && k < sizeof methods / sizeof *methods; k++)
+            if (strcasecmp(methods[k].name, name) == 0) {
+                found = methods[k].num;
                 break;
             }
-        }
         if (found < 0)
             return cfg_error(ctx, m, "unknown HTTP method '%s'", name ? name : "(not a string)");
         *out |= 1ull << found;

@@ -10,10 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 static char dir[] = "/tmp/medusa-test-config-XXXXXX";
+
+static void mkdir_in(const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    mkdir(path, 0755);
+}
 
 static const char *write_file(const char *name, const char *text)
 {
@@ -135,6 +143,52 @@ static void errors_name_file_and_line(void **state)
                  3, "duplicate service name 'a'");
 }
 
+#define HTTP_PRE "http = ( { name = \"w\"; listen = \"127.0.0.1:7000\";\n"
+
+static void http_errors(void **state)
+{
+    (void)state;
+    mkdir_in("www");
+    expect_error(HTTP_PRE "} );\n", 1, "needs 'vhosts'");
+    expect_error(HTTP_PRE "max_uri = 10;\n vhosts = ( { handlers = ( { type = \"static\"; "
+                          "root = \"www\"; } ); } ); } );\n",
+                 2, "between 64 and");
+    expect_error(HTTP_PRE "vhosts = ( { names = [ \"*\" ];\n handlers = (\n"
+                          " { type = \"magic\"; } ); } ); } );\n",
+                 4, "unknown handler type 'magic'");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = (\n { type = \"static\"; } ); } ); } );\n", 3,
+                 "needs 'root'");
+    expect_error(HTTP_PRE
+                 "vhosts = ( { handlers = ( { type = \"static\";\n root = \"nowhere\"; } ); "
+                 "} ); } );\n",
+                 3, "nowhere");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"static\"; root = \"www\";\n"
+                          " colour = 1; } ); } ); } );\n",
+                 3, "unknown key 'colour' in handler");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"static\"; root = \"www\";\n"
+                          " methods = [ \"FETCH\" ]; } ); } ); } );\n",
+                 3, "unknown HTTP method 'FETCH'");
+    expect_error(HTTP_PRE "vhosts = ( { names = [\n \"a*b\" ]; handlers = ( { type = \"static\"; "
+                          "root = \"www\"; } ); } ); } );\n",
+                 2, "bad host name 'a*b'");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"redirect\";\n path = \"/a\"; to = "
+                          "\"/b\"; status = 303; } ); } ); } );\n",
+                 3, "301, 302, 307 or 308");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"redirect\"; to = \"/b\";\n"
+                          " pattern = \"([\"; } ); } ); } );\n",
+                 3, "bad pattern");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"auth\";\n users = \"nofile\"; } ); "
+                          "} ); } );\n",
+                 3, "cannot open users file");
+    expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"static\";\n path = \"x\"; "
+                          "root = \"www\"; } ); } ); } );\n",
+                 2, "must start with '/'");
+    expect_error(HTTP_PRE "vhosts = ( { names = [ \"*\" ]; handlers = ( { type = \"static\"; root "
+                          "= \"www\"; } ); },\n { names = [ \"*\" ]; handlers = ( { type = "
+                          "\"static\"; root = \"www\"; } ); } ); } );\n",
+                 3, "more than one virtual host");
+}
+
 static void missing_file(void **state)
 {
     (void)state;
@@ -165,6 +219,7 @@ int main(void)
         cmocka_unit_test(valid_file),
         cmocka_unit_test(auto_workers),
         cmocka_unit_test(errors_name_file_and_line),
+        cmocka_unit_test(http_errors),
         cmocka_unit_test(missing_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
