@@ -3,8 +3,8 @@
 
 Each server gets one worker pinned to CPU 0, wrk is pinned to CPU 1, the files
 are the same, access logs are off. Runs are interleaved (every server, every
-scenario, then again) and the median of the rounds is reported, with the ratio
-to nginx. Then memory: 10,000 idle keep-alive connections, RSS growth per
+scenario, then again, the order of servers rotating each round) and the median
+of the rounds is reported, with the ratio to nginx. Then memory: 10,000 idle keep-alive connections, RSS growth per
 connection.
 
     tests/bench/http_bench.py build/medusad [--rounds 5] [--duration 5]
@@ -257,8 +257,10 @@ def main():
         results = {}
         chosen = [sc for sc in SCENARIOS if sc[0] in args.scenarios.split(",")]
         for rnd in range(args.rounds):
+            # rotate who goes first, so no server always runs after another
+            order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
             for name, path, extra in chosen:
-                for srv in servers:
+                for srv in order:
                     rps, errs, non2xx = wrk(srv.port, path, extra, args.duration,
                                             args.connections)
                     results.setdefault((srv.name, name), []).append(rps)
@@ -273,23 +275,43 @@ def main():
             print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
                   " | ".join("%.2f" % (med[s.name] / med["nginx"]) for s in servers
                              if s.name != "nginx") + " |")
+        for srv in servers:
+            srv.stop()
+        servers = []
+        # Memory and concurrency on fresh servers, one at a time, so neither
+        # the throughput runs' allocations nor another server's sockets
+        # (TIME_WAIT from the close runs) weigh on the figures.
+        starters = [lambda: start_medusa(os.path.abspath(args.medusad), root, tmp),
+                    lambda: start_nginx(root, tmp)]
+        if not args.no_h2o and shutil.which("h2o"):
+            starters.append(lambda: start_h2o(root, tmp))
+        mem_rows, c10k_rows = [], []
+        for start in starters:
+            time.sleep(2)
+            srv = start()
+            if srv is None:
+                continue
+            servers = [srv]
+            if not args.no_memory:
+                before, after, done, errors = idle_memory(srv, args.idle)
+                per = (after - before) * 1024 / max(done, 1)
+                mem_rows.append("| %s | %d | %d | %d | %.0f | %d |" %
+                                (srv.name, done, before, after, per, errors))
+            time.sleep(1)
+            rps, errs, non2xx = wrk(srv.port, "/1k.bin", [], args.duration, args.c10k)
+            c10k_rows.append("| %s | %d | %.0f | %s | %d |" % (srv.name, args.c10k, rps,
+                                                               errs or "none", non2xx))
+            srv.stop()
+            servers = []
+        if mem_rows:
+            print()
+            print("| server | idle connections | RSS before KiB | RSS after KiB | bytes per connection | errors |")
+            print("|---|---|---|---|---|---|")
+            print("\n".join(mem_rows))
         print()
         print("| server | concurrent connections | req/s | socket errors | non-2xx |")
         print("|---|---|---|---|---|")
-        for srv in servers:
-            rps, errs, non2xx = wrk(srv.port, "/1k.bin", [], args.duration, args.c10k)
-            print("| %s | %d | %.0f | %s | %d |" % (srv.name, args.c10k, rps, errs or "none",
-                                                 non2xx), flush=True)
-        if args.no_memory:
-            return
-        print()
-        print("| server | idle connections | RSS before KiB | RSS after KiB | bytes per connection | errors |")
-        print("|---|---|---|---|---|---|")
-        for srv in servers:
-            before, after, done, errors = idle_memory(srv, args.idle)
-            per = (after - before) * 1024 / max(done, 1)
-            print("| %s | %d | %d | %d | %.0f | %d |" % (srv.name, done, before, after, per, errors),
-                  flush=True)
+        print("\n".join(c10k_rows))
     finally:
         for s in servers:
             s.stop()
