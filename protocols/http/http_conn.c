@@ -66,6 +66,7 @@ struct http_worker {
     struct http_req *pool;
     unsigned npool;
     time_t date_sec;
+    time_t access_warned; /* last second a failing access log was reported */
     char date_hdr[sizeof "Date: \r\n" + HTTP_DATE_LEN];
     char log_time[40];         /* 27/Nov/2026:16:42:25 +0000 */
     struct sbuf errpages[500]; /* statuses 100..599 */
@@ -334,8 +335,13 @@ static void access_log(struct http_conn *hc, struct http_req *r)
     else
         sb_adds(&sb, "-");
     sb_adds(&sb, "\"\n");
-    if (!sb.failed && write(srv->access_fd, sb.p, sb.len) < 0)
+    /* One write per line: O_APPEND keeps lines from several workers whole. A
+     * failing log (disk full) is reported once a second, not per request. */
+    if (!sb.failed && write(srv->access_fd, sb.p, sb.len) < 0 &&
+        hc->hw->access_warned != hc->hw->date_sec) {
+        hc->hw->access_warned = hc->hw->date_sec;
         log_warn(srv->name, "access log %s: %s", srv->access_log, strerror(errno));
+    }
     sb_free(&sb);
 }
 
