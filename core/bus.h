@@ -35,6 +35,17 @@ enum msg_type {
     MSG_STATS_REPLY,   /* to supervisor: a = request id, ptr = struct worker_stats_snapshot * */
     MSG_WORKER_EXITED, /* to supervisor: from = worker id */
     MSG_PROTO,         /* protocol-defined: proto = index, sub = subtype */
+    MSG_ADMIN,         /* to worker: sub = enum admin_query, a = query id, b = argument,
+                          ptr = a string argument or NULL */
+    MSG_ADMIN_REPLY,   /* to supervisor: a = query id, b = a number, ptr = text or NULL */
+};
+
+/* What the admin console asks workers (MSG_ADMIN). */
+enum admin_query {
+    ADMIN_CONNS = 1,    /* ptr: service name filter or NULL; b: 1 for JSON lines */
+    ADMIN_KILL,         /* b: connection id; reply b: 1 if it was this worker's */
+    ADMIN_LISTENER_OFF, /* b: listener id */
+    ADMIN_LISTENER_ON,  /* b: listener id */
 };
 
 typedef void bus_dispatch_fn(struct msg *m, void *arg);

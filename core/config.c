@@ -12,6 +12,9 @@
 #include "protocols/protocol.h"
 
 #include <errno.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -141,6 +144,16 @@ static void config_free(struct config *c)
     for (size_t i = 0; i < c->nservices; i++)
         free_service(&c->services[i]);
     free(c->services);
+    free(c->text);
+    free(c->admin.listen);
+    free(c->admin.secret_path);
+    free(c->admin.operator_secret_path);
+    if (c->admin.secret) /* wipe secrets before the memory goes back */
+        memset(c->admin.secret, 0, strlen(c->admin.secret));
+    if (c->admin.operator_secret)
+        memset(c->admin.operator_secret, 0, strlen(c->admin.operator_secret));
+    free(c->admin.secret);
+    free(c->admin.operator_secret);
     free(c->path);
     free(c->dir);
     free(c->error_log);
@@ -207,11 +220,21 @@ static int parse_log(struct cfg_ctx *ctx, config_setting_t *root, struct config 
     return c->error_log ? 0 : cfg_error(ctx, g, "out of memory");
 }
 
+static int parse_listen_list(struct cfg_ctx *ctx, config_setting_t *l, struct listen_addr **out,
+                             size_t *nout);
+
 static int parse_listen(struct cfg_ctx *ctx, config_setting_t *block, struct service *svc)
 {
     config_setting_t *l = config_setting_get_member(block, "listen");
     if (!l)
         return cfg_error(ctx, block, "service '%s' needs 'listen'", svc->name);
+    return parse_listen_list(ctx, l, &svc->listen, &svc->nlisten);
+}
+
+static int parse_listen_list(struct cfg_ctx *ctx, config_setting_t *l, struct listen_addr **out,
+                             size_t *nout)
+{
+    struct service tmp = {0}, *svc = &tmp;
     if (config_setting_type(l) == CONFIG_TYPE_STRING) {
         svc->nlisten = 1;
     } else if (config_setting_is_array(l) || config_setting_is_list(l)) {
@@ -224,6 +247,7 @@ static int parse_listen(struct cfg_ctx *ctx, config_setting_t *block, struct ser
     svc->listen = calloc(svc->nlisten, sizeof *svc->listen);
     if (!svc->listen)
         return cfg_error(ctx, l, "out of memory");
+    *nout = 0;
     for (size_t i = 0; i < svc->nlisten; i++) {
         config_setting_t *e = config_setting_type(l) == CONFIG_TYPE_STRING
                                   ? l
@@ -232,9 +256,13 @@ static int parse_listen(struct cfg_ctx *ctx, config_setting_t *block, struct ser
             return cfg_error(ctx, e, "'listen' entries must be strings");
         char msg[256];
         if (listen_addr_parse(config_setting_get_string(e), ctx->dir, &svc->listen[i], msg,
-                              sizeof msg) < 0)
+                              sizeof msg) < 0) {
+            free(svc->listen);
             return cfg_error(ctx, e, "%s", msg);
+        }
     }
+    *out = svc->listen;
+    *nout = svc->nlisten;
     return 0;
 }
 
@@ -311,10 +339,106 @@ static int parse_services(struct cfg_ctx *ctx, config_setting_t *root, struct co
     return rc;
 }
 
+/* A secret file: refused unless only its owner can read it. The content,
+ * without a trailing newline, is the HMAC key. */
+static int read_secret(struct cfg_ctx *ctx, config_setting_t *at, const char *path, char **out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return cfg_error(ctx, at, "secret file %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+        close(fd);
+        return cfg_error(ctx, at,
+                         "secret file %s is readable by group or others (mode %03o): chmod 600 it",
+                         path, (unsigned)(st.st_mode & 0777));
+    }
+    char buf[4097];
+    ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    if (n < 0 || n == (ssize_t)sizeof buf)
+        return cfg_error(ctx, at, "secret file %s: %s", path,
+                         n < 0 ? strerror(errno) : "longer than 4096 bytes");
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n < 16)
+        return cfg_error(ctx, at, "secret file %s: a secret needs at least 16 bytes", path);
+    buf[n] = '\0';
+    if (!(*out = strdup(buf)))
+        return cfg_error(ctx, at, "out of memory");
+    return 0;
+}
+
+static int parse_admin(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
+{
+    static const char *const keys[] = {"listen", "secret", "operator_secret", "max_sessions", NULL};
+    struct admin_config *a = &c->admin;
+    a->max_sessions = 16;
+    config_setting_t *g = config_setting_get_member(root, "admin");
+    if (!g) {
+        /* Under systemd (RuntimeDirectory=), a Unix console by default. */
+        const char *rt = getenv("RUNTIME_DIRECTORY");
+        if (!rt || !*rt)
+            return 0;
+        char text[PATH_MAX + 16], msg[256];
+        snprintf(text, sizeof text, "unix:%s/admin.sock", rt);
+        if (!(a->listen = calloc(1, sizeof *a->listen)) ||
+            listen_addr_parse(text, ctx->dir, a->listen, msg, sizeof msg) < 0)
+            return cfg_error(ctx, root, "default admin socket %s: %s", text,
+                             a->listen ? msg : "out of memory");
+        a->nlisten = 1;
+        return 0;
+    }
+    if (!config_setting_is_group(g))
+        return cfg_error(ctx, g, "'admin' must be a group { listen = ...; }");
+    if (check_keys(ctx, g, keys, NULL) < 0)
+        return -1;
+    config_setting_t *l = config_setting_get_member(g, "listen");
+    if (!l)
+        return cfg_error(ctx, g, "'admin' needs 'listen'");
+    if (parse_listen_list(ctx, l, &a->listen, &a->nlisten) < 0)
+        return -1;
+    long long maxs = 16;
+    const char *secret = NULL, *op = NULL;
+    if (cfg_int(ctx, g, "max_sessions", 1, 1000, &maxs) < 0 ||
+        cfg_string(ctx, g, "secret", &secret) < 0 || cfg_string(ctx, g, "operator_secret", &op) < 0)
+        return -1;
+    a->max_sessions = (unsigned)maxs;
+    if (secret) {
+        if (!(a->secret_path = cfg_path(ctx, secret)) ||
+            read_secret(ctx, config_setting_get_member(g, "secret"), a->secret_path, &a->secret) <
+                0)
+            return a->secret_path ? -1 : cfg_error(ctx, g, "out of memory");
+    }
+    if (op) {
+        if (!(a->operator_secret_path = cfg_path(ctx, op)) ||
+            read_secret(ctx, config_setting_get_member(g, "operator_secret"),
+                        a->operator_secret_path, &a->operator_secret) < 0)
+            return a->operator_secret_path ? -1 : cfg_error(ctx, g, "out of memory");
+    }
+    int tcp = 0;
+    for (size_t i = 0; i < a->nlisten; i++)
+        tcp |= a->listen[i].family != AF_UNIX;
+    if (tcp && !a->secret && !a->operator_secret)
+        return cfg_error(ctx, l, "a TCP admin listener needs 'secret' or 'operator_secret'");
+    for (size_t i = 0; i < a->nlisten; i++)
+        for (size_t j = 0; j < c->nservices; j++)
+            for (size_t k = 0; k < c->services[j].nlisten; k++)
+                if (strcmp(a->listen[i].text, c->services[j].listen[k].text) == 0)
+                    return cfg_error(ctx, l, "admin listener %s is also service '%s''s",
+                                     a->listen[i].text, c->services[j].name);
+    return 0;
+}
+
 static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
-    static const char *const keys[] = {
-        "workers", "user", "group", "log", "grace_period", "worker_connections", "backlog", NULL};
+    static const char *const keys[] = {"workers", "user",         "group",
+                                       "log",     "grace_period", "worker_connections",
+                                       "backlog", "admin",        NULL};
     const char *proto_keys[16] = {0};
     for (int p = 0; protocols_all[p] && p < 15; p++)
         proto_keys[p] = protocols_all[p]->name;
@@ -334,7 +458,7 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
     c->backlog = (int)backlog;
     if ((user && !(c->user = strdup(user))) || (group && !(c->group = strdup(group))))
         return cfg_error(ctx, root, "out of memory");
-    return parse_services(ctx, root, c);
+    return parse_services(ctx, root, c) < 0 ? -1 : parse_admin(ctx, root, c);
 }
 
 struct config *config_load(const char *path, char *err, size_t errlen)
@@ -376,6 +500,17 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     if (rc < 0) {
         config_free(c);
         return NULL;
+    }
+    /* The text as loaded, for the console's 'config' (secrets live in their
+     * own files, so the text holds only their paths). */
+    FILE *f = fopen(path, "re");
+    if (f) {
+        size_t cap = 0;
+        if (getdelim(&c->text, &cap, '\0', f) < 0) {
+            free(c->text);
+            c->text = NULL;
+        }
+        fclose(f);
     }
     return c;
 }

@@ -27,6 +27,15 @@ struct service {
     void *pcfg; /* the protocol's own configuration */
 };
 
+/* The admin console (admin/console.c): listeners and secrets. */
+struct admin_config {
+    struct listen_addr *listen;
+    size_t nlisten;
+    char *secret_path, *operator_secret_path;
+    char *secret, *operator_secret; /* contents; NULL when not configured */
+    unsigned max_sessions;
+};
+
 struct config {
     _Atomic int refs;
     char *path;                  /* as given */
@@ -40,6 +49,8 @@ struct config {
     char *user, *group;
     struct service *services;
     size_t nservices;
+    struct admin_config admin;
+    char *text; /* the file as it was loaded */
 };
 
 #define CONFIG_ERR_MAX 512

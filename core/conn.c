@@ -15,6 +15,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+static void touch(struct conn *c)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(c->w->base, &tv);
+    c->last_active = tv.tv_sec;
+}
+
 static void count_in(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)b;
@@ -22,6 +29,7 @@ static void count_in(struct evbuffer *b, const struct evbuffer_cb_info *info, vo
     if (info->n_added) {
         c->bytes_in += info->n_added;
         stat_add(&c->w->stats->bytes_in, info->n_added);
+        touch(c);
     }
 }
 
@@ -32,6 +40,7 @@ static void count_out(struct evbuffer *b, const struct evbuffer_cb_info *info, v
     if (info->n_deleted) {
         c->bytes_out += info->n_deleted;
         stat_add(&c->w->stats->bytes_out, info->n_deleted);
+        touch(c);
     }
 }
 
@@ -56,6 +65,7 @@ struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const
     c->cfg = config_ref(w->cfg);
     c->svc = svc;
     gettimeofday(&c->started, NULL);
+    c->last_active = c->started.tv_sec;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     if (c->bev) {
         evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c);
@@ -141,12 +151,14 @@ void conn_count_error(struct conn *c)
 
 void conn_count_in(struct conn *c, size_t n)
 {
+    touch(c);
     c->bytes_in += n;
     stat_add(&c->w->stats->bytes_in, n);
 }
 
 void conn_count_out(struct conn *c, size_t n)
 {
+    touch(c);
     c->bytes_out += n;
     stat_add(&c->w->stats->bytes_out, n);
 }

@@ -9,6 +9,7 @@
 #include <event2/bufferevent.h>
 #include <stdint.h>
 #include <sys/time.h>
+#include <time.h>
 
 struct config;
 struct service;
@@ -25,6 +26,7 @@ struct conn {
     void *proto_ctx;
     uint64_t bytes_in, bytes_out;
     struct timeval started;
+    time_t last_active;   /* seconds (wall clock, the loop's cached time) */
     unsigned closing : 2; /* 1: flushing before close, 2: closed */
     char peer[64];
 };

@@ -5,6 +5,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,6 +72,11 @@ int log_level_parse(const char *name)
     return -1;
 }
 
+const char *log_level_name(void)
+{
+    return level_names[atomic_load_explicit(&log_level, memory_order_relaxed)];
+}
+
 void log_set_level(enum log_level level)
 {
     atomic_store_explicit(&log_level, level, memory_order_relaxed);
@@ -84,6 +90,41 @@ int log_enabled(enum log_level level)
 void log_set_thread(int id)
 {
     log_thread = id;
+}
+
+/* The last LOG_RING lines, for the admin console's 'log tail'. A mutex,
+ * not a lock-free ring: lines are rare next to requests, each critical
+ * section is one memcpy, and the reader wants a consistent copy. */
+#define LOG_RING 256
+#define LOG_RING_LINE 512
+static char ring[LOG_RING][LOG_RING_LINE];
+static unsigned ring_next, ring_count;
+static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void ring_add(const char *line, size_t len)
+{
+    if (len >= LOG_RING_LINE) /* kept whole in the file; shortened, marked, here */
+        len = LOG_RING_LINE - 1;
+    pthread_mutex_lock(&ring_lock);
+    memcpy(ring[ring_next], line, len);
+    ring[ring_next][len] = '\0';
+    if (len == LOG_RING_LINE - 1)
+        memcpy(ring[ring_next] + len - 3, "...", 3);
+    ring_next = (ring_next + 1) % LOG_RING;
+    if (ring_count < LOG_RING)
+        ring_count++;
+    pthread_mutex_unlock(&ring_lock);
+}
+
+size_t log_tail(size_t n, void (*emit)(void *arg, const char *line), void *arg)
+{
+    pthread_mutex_lock(&ring_lock);
+    if (n > ring_count)
+        n = ring_count;
+    for (size_t i = 0; i < n; i++)
+        emit(arg, ring[(ring_next + LOG_RING - n + i) % LOG_RING]);
+    pthread_mutex_unlock(&ring_lock);
+    return n;
 }
 
 static int format_prefix(char *buf, size_t len, enum log_level level, const char *peer)
@@ -136,6 +177,7 @@ void log_vmsg(enum log_level level, const char *peer, const char *fmt, va_list a
      * half line is never followed by another thread's line mid-way. */
     ssize_t w = write(log_fd, buf, len);
     (void)w;
+    ring_add(buf, len - 1);
     if (buf != stack)
         free(buf);
 }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { MLOG_ERROR, MLOG_WARN, MLOG_INFO, MLOG_DEBUG };
 
@@ -27,6 +28,11 @@ void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 /* Thread tag used in every line: 0 is the supervisor, N is worker N. */
 void log_set_thread(int id);
+/* Calls emit with each of the last n lines logged (oldest first), up to
+ * the ring's size; returns how many. Any thread. */
+size_t log_tail(size_t n, void (*emit)(void *arg, const char *line), void *arg);
+/* The current level's name. */
+const char *log_level_name(void);
 
 void log_msg(enum log_level level, const char *peer, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

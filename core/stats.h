@@ -12,6 +12,8 @@
 
 struct worker_stats {
     _Atomic uint64_t accepted, active, closed, bytes_in, bytes_out, errors;
+    _Atomic uint64_t requests; /* HTTP requests answered, chat lines said */
+    _Atomic uint64_t lag_us;   /* event-loop lag: the latest tick's lateness */
 } __attribute__((aligned(64)));
 
 /* Worker id -> its counters. Slots live as long as the process (like bus

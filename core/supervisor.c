@@ -19,6 +19,7 @@
  */
 #include "core/supervisor.h"
 
+#include "admin/console.h"
 #include "core/bus.h"
 #include "core/config.h"
 #include "core/listener.h"
@@ -41,6 +42,7 @@
 struct sup_listener {
     struct sup_listener *next;
     uint32_t id;
+    int disabled; /* by the console */
     char *service;
     struct listen_addr addr;
 };
@@ -57,13 +59,15 @@ struct supervisor {
     uint32_t next_listener_id;
     int stopping;
     void **proto_state;
+    struct admin *admin;
     /* Statistics requests in flight (SIGUSR2). */
     uint64_t stats_req;
     int stats_pending;
     struct worker_stats_snapshot stats_total;
 };
 
-static void send_listener(int worker, uint32_t id, int fd, const char *service, const char *text)
+static void send_listener(int worker, uint32_t id, int fd, const char *service, const char *text,
+                          int disabled)
 {
     struct listener_sock *ls = calloc(1, sizeof *ls);
     if (!ls || !(ls->service = strdup(service)) || !(ls->text = strdup(text))) {
@@ -78,6 +82,7 @@ static void send_listener(int worker, uint32_t id, int fd, const char *service, 
     }
     ls->id = id;
     ls->fd = fd;
+    ls->disabled = disabled;
     struct msg m = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
     bus_send(worker, &m);
 }
@@ -229,7 +234,8 @@ static void commit_config(struct supervisor *s, struct config *cfg, struct pendi
     for (struct pending_open *p = opened; p; p = p->next) {
         p->l->id = ++s->next_listener_id;
         for (int w = 0; w < s->nworkers; w++)
-            send_listener(s->workers[w]->id, p->l->id, p->fds[w], p->l->service, p->l->addr.text);
+            send_listener(s->workers[w]->id, p->l->id, p->fds[w], p->l->service, p->l->addr.text,
+                          0);
         p->l->next = s->listeners;
         s->listeners = p->l;
         log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, s->nworkers,
@@ -247,18 +253,17 @@ static void apply_log(const struct config *cfg)
                   strerror(errno));
 }
 
-static void reload(struct supervisor *s)
+static int reload(struct supervisor *s, char *err, size_t errlen)
 {
-    char err[CONFIG_ERR_MAX];
     sd_notify(0, "RELOADING=1");
     log_info(NULL, "reloading %s", s->config_path);
-    struct config *cfg = config_load(s->config_path, err, sizeof err);
+    struct config *cfg = config_load(s->config_path, err, errlen);
     struct pending_open *opened = NULL;
-    if (!cfg || open_new_listeners(s, cfg, &opened, err, sizeof err) < 0) {
+    if (!cfg || open_new_listeners(s, cfg, &opened, err, errlen) < 0) {
         log_error(NULL, "reload failed: %s; the old configuration is still active", err);
         config_unref(cfg);
         sd_notify(0, "READY=1\nSTATUS=reload failed; old configuration active");
-        return;
+        return -1;
     }
     if (!s->workers_override && cfg->workers != s->nworkers)
         log_warn(NULL, "'workers' is now %d but %d are running: the count changes at restart",
@@ -267,8 +272,11 @@ static void reload(struct supervisor *s)
     commit_config(s, cfg, opened);
     config_unref(s->cfg);
     s->cfg = cfg;
+    if (s->admin)
+        admin_reconfigure(s->admin, cfg);
     log_info(NULL, "configuration reloaded");
     sd_notify(0, "READY=1\nSTATUS=running");
+    return 0;
 }
 
 static void stop(struct supervisor *s, unsigned grace_ms)
@@ -341,6 +349,12 @@ static void dispatch(struct msg *m, void *arg)
     case MSG_STATS_REPLY:
         on_stats_reply(s, m);
         break;
+    case MSG_ADMIN_REPLY:
+        if (s->admin) {
+            admin_message(s->admin, m);
+            return;
+        }
+        break;
     case MSG_PROTO:
         if (protocols_all[m->proto] && protocols_all[m->proto]->sup_message) {
             protocols_all[m->proto]->sup_message(s->proto_state[m->proto], m);
@@ -353,7 +367,7 @@ static void dispatch(struct msg *m, void *arg)
     msg_release(m);
 }
 
-static void reopen_logs(struct supervisor *s)
+static int reopen_logs(struct supervisor *s)
 {
     int failed = 0;
     if (log_reopen() < 0) {
@@ -367,6 +381,7 @@ static void reopen_logs(struct supervisor *s)
     }
     if (!failed)
         log_info(NULL, "log files reopened");
+    return failed ? -1 : 0;
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -379,8 +394,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         stop(s, s->stopping ? 0 : s->cfg->grace_ms);
         break;
     case SIGHUP:
-        if (!s->stopping)
-            reload(s);
+        if (!s->stopping) {
+            char err[CONFIG_ERR_MAX];
+            reload(s, err, sizeof err);
+        }
         break;
     case SIGUSR1:
         reopen_logs(s);
@@ -485,6 +502,10 @@ int supervisor_run(const char *config_path, int workers_override)
         s->running++;
     }
     commit_config(s, s->cfg, opened);
+    if (!(s->admin = admin_start(s->base, s, s->cfg, err, sizeof err))) {
+        log_error(NULL, "admin console: %s", err);
+        stop(s, 0);
+    }
 
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
     struct event *sev[5];
@@ -501,6 +522,8 @@ run:
         event_base_dispatch(s->base);
     for (size_t i = 0; status == 0 && i < 5; i++)
         event_free(sev[i]);
+    if (s->admin)
+        admin_stop(s->admin);
 out_workers:
     /* Workers that never started are freed without a join. */
     for (int i = 0; s->workers && i < s->nworkers; i++) {
@@ -535,4 +558,93 @@ out:
         event_base_free(s->base);
     config_unref(s->cfg);
     return status;
+}
+
+/* ---- for the admin console ---- */
+
+const struct config *sup_config(struct supervisor *s)
+{
+    return s->cfg;
+}
+
+const char *sup_config_path(struct supervisor *s)
+{
+    return s->config_path;
+}
+
+int sup_workers(struct supervisor *s, struct sup_worker_view *out, int max)
+{
+    for (int i = 0; i < s->nworkers && i < max; i++) {
+        out[i].id = s->workers[i]->id;
+        out[i].state = s->stopping ? "draining" : "running";
+    }
+    return s->nworkers;
+}
+
+int sup_reload(struct supervisor *s, char *err, size_t errlen)
+{
+    if (s->stopping) {
+        snprintf(err, errlen, "the server is stopping");
+        return -1;
+    }
+    return reload(s, err, errlen);
+}
+
+void sup_stop(struct supervisor *s, unsigned grace_ms)
+{
+    stop(s, grace_ms);
+}
+
+int sup_reopen_logs(struct supervisor *s)
+{
+    return reopen_logs(s);
+}
+
+void sup_each_listener(struct supervisor *s,
+                       void (*fn)(void *arg, uint32_t id, const char *service, const char *text,
+                                  int enabled),
+                       void *arg)
+{
+    for (struct sup_listener *l = s->listeners; l; l = l->next)
+        fn(arg, l->id, l->service, l->addr.text, !l->disabled);
+}
+
+int sup_listener_enable(struct supervisor *s, const char *which, int enable, uint32_t *ids, int max)
+{
+    int n = 0;
+    for (struct sup_listener *l = s->listeners; l; l = l->next) {
+        if (strcmp(l->addr.text, which) != 0 && strcmp(l->service, which) != 0)
+            continue;
+        l->disabled = !enable;
+        if (n < max)
+            ids[n] = l->id;
+        n++;
+    }
+    return n;
+}
+
+int sup_ask_workers(struct supervisor *s, int worker, int query, uint64_t id, uint64_t arg,
+                    const char *text)
+{
+    int n = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        int wid = s->workers[i]->id;
+        if ((worker && wid != worker) || !bus_is_live(wid))
+            continue;
+        char *copy = text ? strdup(text) : NULL;
+        struct msg m = {.type = MSG_ADMIN,
+                        .sub = (uint16_t)query,
+                        .a = id,
+                        .b = arg,
+                        .ptr = copy,
+                        .free_fn = copy ? free : NULL};
+        bus_send(wid, &m);
+        n++;
+    }
+    return n;
+}
+
+void *sup_proto_state(struct supervisor *s, int proto)
+{
+    return s->proto_state[proto];
 }

@@ -7,3 +7,38 @@
 
 /* Runs the server until it is stopped; returns the process exit status. */
 int supervisor_run(const char *config_path, int workers_override);
+
+/* For the admin console, on the supervisor thread. */
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct supervisor;
+
+struct sup_worker_view {
+    int id;
+    const char *state; /* "running", "draining", "stopped" */
+};
+
+const struct config *sup_config(struct supervisor *s);
+const char *sup_config_path(struct supervisor *s);
+/* Fills out with up to max workers; returns how many there are. */
+int sup_workers(struct supervisor *s, struct sup_worker_view *out, int max);
+/* Like SIGHUP; 0, or -1 with "FILE:LINE: message" in err. */
+int sup_reload(struct supervisor *s, char *err, size_t errlen);
+void sup_stop(struct supervisor *s, unsigned grace_ms);
+/* 0, or -1 when a log file could not be reopened (logged). */
+int sup_reopen_logs(struct supervisor *s);
+void sup_each_listener(struct supervisor *s,
+                       void (*fn)(void *arg, uint32_t id, const char *service, const char *text,
+                                  int enabled),
+                       void *arg);
+/* Marks every listener whose address or service name is `which`; fills ids
+ * (up to max) and returns how many matched. The caller tells the workers. */
+int sup_listener_enable(struct supervisor *s, const char *which, int enable, uint32_t *ids,
+                        int max);
+/* Sends MSG_ADMIN (query, id, arg, a copy of text) to one live worker, or to
+ * all with worker 0; returns how many were asked. */
+int sup_ask_workers(struct supervisor *s, int worker, int query, uint64_t id, uint64_t arg,
+                    const char *text);
+void *sup_proto_state(struct supervisor *s, int proto);

@@ -27,6 +27,7 @@
 #include "core/conn.h"
 #include "core/listener.h"
 #include "core/log.h"
+#include "core/sbuf.h"
 #include "protocols/protocol.h"
 
 #include <errno.h>
@@ -51,6 +52,7 @@ struct wlistener {
     char *text;
     const struct service *svc; /* resolved in w->cfg; NULL if the service went away */
     struct event *ev;
+    int disabled; /* by the console: not accepting, connections kept */
 };
 
 void listener_sock_free(void *p)
@@ -71,7 +73,7 @@ void *worker_proto_state(struct worker *w, int proto)
 static void listeners_enable(struct worker *w, int on)
 {
     for (struct wlistener *l = w->listeners; l; l = l->next) {
-        if (on)
+        if (on && !l->disabled)
             event_add(l->ev, NULL);
         else
             event_del(l->ev);
@@ -218,6 +220,7 @@ static void on_listen_add(struct worker *w, struct listener_sock *ls)
     l->service = ls->service;
     l->text = ls->text;
     l->is_unix = strncmp(ls->text, "unix:", 5) == 0;
+    l->disabled = ls->disabled;
     free(ls);
     l->ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
     if (!l->ev) {
@@ -228,18 +231,19 @@ static void on_listen_add(struct worker *w, struct listener_sock *ls)
     resolve_listener(w, l);
     l->next = w->listeners;
     w->listeners = l;
-    if (!w->accept_paused)
+    if (!w->accept_paused && !l->disabled)
         event_add(l->ev, NULL);
 }
 
 static void on_listen_remove(struct worker *w, uint32_t id)
 {
-    for (struct wlistener **p = &w->listeners; *p; p = &(*p)->next) {
+    for (struct wlistener **p = &w->listeners; *p;) {
         if ((*p)->id == id) {
             struct wlistener *l = *p;
             *p = l->next;
             listener_close(w, l);
-            return;
+        } else {
+            p = &(*p)->next;
         }
     }
 }
@@ -323,6 +327,112 @@ static void reply_stats(struct worker *w, uint64_t req)
     bus_send(BUS_SUPERVISOR, &m);
 }
 
+/* ---- the admin console's questions ---- */
+
+static void admin_reply(struct worker *w, uint64_t query, uint64_t num, char *text)
+{
+    struct msg m = {.type = MSG_ADMIN_REPLY,
+                    .from = (uint16_t)w->id,
+                    .a = query,
+                    .b = num,
+                    .ptr = text,
+                    .free_fn = free};
+    bus_send(BUS_SUPERVISOR, &m);
+}
+
+static void json_escape(struct sbuf *sb, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            sb_addf(sb, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            sb_addf(sb, "\\u%04x", ch);
+        else
+            sb_add(sb, s, 1);
+    }
+}
+
+static void admin_conns(struct worker *w, const char *service, int json, struct sbuf *sb)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(w->base, &now);
+    for (struct conn *c = w->conns; c; c = c->next) {
+        if (service && strcmp(service, c->svc->name) != 0)
+            continue;
+        char what[160] = "";
+        if (c->svc->proto->describe)
+            c->svc->proto->describe(w->proto_state[protocol_index(c->svc->proto)], c, what,
+                                    sizeof what);
+        long long age = (long long)(now.tv_sec - c->started.tv_sec);
+        long long idle = (long long)(now.tv_sec - c->last_active);
+        if (json) {
+            sb_addf(sb, "{\"id\":%llu,\"worker\":%d,\"service\":\"", (unsigned long long)c->id,
+                    w->id);
+            json_escape(sb, c->svc->name);
+            sb_adds(sb, "\",\"peer\":\"");
+            json_escape(sb, c->peer);
+            sb_addf(sb,
+                    "\",\"age_s\":%lld,\"idle_s\":%lld,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                    "\"state\":\"",
+                    age, idle, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
+            json_escape(sb, what);
+            sb_adds(sb, "\"}\n");
+        } else {
+            for (char *p = what; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                    *p = '?';
+            sb_addf(sb, "%-20llu %-6d %-12s %-24s %6lld %6lld %10llu %10llu %s\n",
+                    (unsigned long long)c->id, w->id, c->svc->name, c->peer, age, idle,
+                    (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out, what);
+        }
+    }
+}
+
+static void on_admin(struct worker *w, struct msg *m)
+{
+    switch (m->sub) {
+    case ADMIN_CONNS: {
+        struct sbuf sb = {0};
+        admin_conns(w, m->ptr, (int)m->b, &sb);
+        if (sb.failed)
+            sb_free(&sb);
+        admin_reply(w, m->a, 0, sb.p);
+        break;
+    }
+    case ADMIN_KILL: {
+        struct conn *c = w->conns;
+        while (c && c->id != m->b)
+            c = c->next;
+        if (c) {
+            log_info(c->peer, "connection %llu closed by the admin console",
+                     (unsigned long long)c->id);
+            conn_close(c);
+        }
+        admin_reply(w, m->a, c != NULL, NULL);
+        break;
+    }
+    case ADMIN_LISTENER_OFF:
+    case ADMIN_LISTENER_ON: {
+        int n = 0;
+        for (struct wlistener *l = w->listeners; l; l = l->next) {
+            if (l->id != (uint32_t)m->b)
+                continue;
+            l->disabled = m->sub == ADMIN_LISTENER_OFF;
+            if (l->disabled)
+                event_del(l->ev);
+            else if (!w->accept_paused)
+                event_add(l->ev, NULL);
+            n++;
+        }
+        admin_reply(w, m->a, (uint64_t)n, NULL);
+        break;
+    }
+    default:
+        admin_reply(w, m->a, 0, NULL);
+    }
+}
+
 static void dispatch(struct msg *m, void *arg)
 {
     struct worker *w = arg;
@@ -341,6 +451,9 @@ static void dispatch(struct msg *m, void *arg)
         break;
     case MSG_STATS_REQ:
         reply_stats(w, m->a);
+        break;
+    case MSG_ADMIN:
+        on_admin(w, m);
         break;
     case MSG_PROTO:
         if (protocols_all[m->proto] && protocols_all[m->proto]->message) {
@@ -373,6 +486,35 @@ struct worker *worker_new(int id, struct config *cfg)
     return w;
 }
 
+/* Event-loop lag: a timer due every LAG_MS; how late it fires is how long
+ * the loop was busy elsewhere. */
+#define LAG_MS 250
+
+static void lag_arm(struct worker *w)
+{
+    clock_gettime(CLOCK_MONOTONIC, &w->lag_due);
+    w->lag_due.tv_nsec += LAG_MS * 1000000L;
+    if (w->lag_due.tv_nsec >= 1000000000L) {
+        w->lag_due.tv_sec++;
+        w->lag_due.tv_nsec -= 1000000000L;
+    }
+    struct timeval tv = {0, LAG_MS * 1000};
+    event_add(w->lag_ev, &tv);
+}
+
+static void lag_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long late = (long long)(now.tv_sec - w->lag_due.tv_sec) * 1000000 +
+                     (now.tv_nsec - w->lag_due.tv_nsec) / 1000;
+    atomic_store_explicit(&w->stats->lag_us, late > 0 ? (uint64_t)late : 0, memory_order_relaxed);
+    lag_arm(w);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -388,6 +530,8 @@ static void *worker_main(void *arg)
     }
     w->resume_ev = evtimer_new(w->base, resume_cb, w);
     w->grace_ev = evtimer_new(w->base, grace_cb, w);
+    w->lag_ev = evtimer_new(w->base, lag_cb, w);
+    lag_arm(w);
     for (int i = 0; protocols_all[i]; i++)
         if (protocols_all[i]->worker_start)
             w->proto_state[i] = protocols_all[i]->worker_start(w);
@@ -406,6 +550,7 @@ static void *worker_main(void *arg)
             protocols_all[i]->worker_stop(w->proto_state[i]);
     event_free(w->resume_ev);
     event_free(w->grace_ev);
+    event_free(w->lag_ev);
     bus_thread_fini();
     log_debug(NULL, "worker stopped");
 out:;

@@ -9,6 +9,7 @@
 #include "core/stats.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,7 @@ struct wlistener;
 struct listener_sock {
     uint32_t id;
     int fd;
+    int disabled; /* the console turned it off: keep it off */
     char *service;
     char *text;
 };
@@ -37,8 +39,9 @@ struct worker {
     size_t nconns;
     uint64_t next_conn_seq;
     void **proto_state; /* one per protocols_all entry */
-    struct event *resume_ev, *grace_ev;
-    int accept_paused; /* listeners off: at worker_connections or out of descriptors */
+    struct event *resume_ev, *grace_ev, *lag_ev;
+    struct timespec lag_due; /* when lag_ev should fire */
+    int accept_paused;       /* listeners off: at worker_connections or out of descriptors */
     int stopping;
     struct worker_stats *stats; /* stats_slot(id) */
 };

@@ -12,9 +12,11 @@
 #include "core/queue.h"
 
 #include <libconfig.h>
+#include <stddef.h>
 
 struct cfg_ctx;
 struct conn;
+struct sbuf;
 struct worker;
 
 struct protocol {
@@ -43,6 +45,9 @@ struct protocol {
     void (*closed)(void *state, struct conn *c);
     /* A graceful stop began; grace_ms is how long the session has left. */
     void (*stopping)(void *state, struct conn *c, unsigned grace_ms);
+    /* What the connection is doing, in a few words, for the console's
+     * 'conns' (an HTTP request line, a chat nick). May be NULL. */
+    void (*describe)(void *state, struct conn *c, char *buf, size_t len);
     /* A MSG_PROTO message for this protocol; the callee owns it. */
     void (*message)(void *state, struct msg *m);
 
@@ -53,6 +58,10 @@ struct protocol {
     /* SIGUSR1 on the supervisor: reopen the service's own log files (by
      * dup2 onto the same descriptor, so workers never see it closed). */
     int (*reopen)(void *pcfg);
+    /* The console's "<name> ..." commands (e.g. "chat who"), on the
+     * supervisor: argv[0] is the protocol name; the reply body goes to out;
+     * returns the reply status. May be NULL. */
+    int (*sup_admin)(void *state, int argc, char **argv, struct sbuf *out);
 };
 
 /* NULL-terminated; the index of a protocol here is its msg.proto. */

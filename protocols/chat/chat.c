@@ -144,6 +144,8 @@ static void say_local(struct chat_worker *cw, struct chat_user *except, const ch
 static void say_everywhere(struct chat_worker *cw, struct chat_user *from, const char *line)
 {
     size_t len = strlen(line);
+    if (from)
+        stat_add(&cw->w->stats->requests, 1);
     say_local(cw, from, line, len);
     int n = bus_max_worker();
     for (int w = 1; w <= n; w++)
@@ -574,6 +576,17 @@ static void chat_message(void *state, struct msg *m)
     msg_release(m);
 }
 
+static void chat_describe(void *state, struct conn *c, char *buf, size_t len)
+{
+    (void)state;
+    const struct chat_user *u = c->proto_ctx;
+    if (!u)
+        return;
+    static const char *const states[] = {"choosing a nickname", "joining", "in the room"};
+    snprintf(buf, len, "%s%s%s", u->nick[0] ? u->nick : "", u->nick[0] ? ", " : "",
+             states[u->state]);
+}
+
 const struct protocol chat_protocol = {
     .name = "chat",
     .keys = chat_keys,
@@ -589,4 +602,6 @@ const struct protocol chat_protocol = {
     .sup_start = chat_room_start,
     .sup_stop = chat_room_stop,
     .sup_message = chat_room_message,
+    .sup_admin = chat_room_admin,
+    .describe = chat_describe,
 };

@@ -47,6 +47,7 @@ extern const struct protocol chat_protocol;
 void *chat_room_start(void);
 void chat_room_stop(void *room);
 void chat_room_message(void *room, struct msg *m);
+int chat_room_admin(void *room, int argc, char **argv, struct sbuf *out);
 
 /* Sends a copy of a NUL-terminated string; the receiver frees it. */
 void chat_send_str(int to, enum chat_msg sub, uint64_t a, uint64_t b, const char *s);

@@ -5,6 +5,8 @@
  */
 #include "protocols/chat/chat.h"
 
+#include "core/sbuf.h"
+
 #include "core/bus.h"
 #include "core/log.h"
 
@@ -111,4 +113,52 @@ void chat_room_message(void *arg, struct msg *m)
         log_error(NULL, "chat: unexpected message %u from thread %u", m->sub, m->from);
     }
     msg_release(m);
+}
+
+/* ---- the console's "chat who" and "chat say" ---- */
+
+struct who {
+    struct sbuf *out;
+    int count;
+};
+
+static void who_one(const void *node, VISIT v, void *arg)
+{
+    struct who *w = arg;
+    if (v == postorder || v == leaf) {
+        sb_addf(w->out, "%s\n", *(char *const *)node);
+        w->count++;
+    }
+}
+
+int chat_room_admin(void *arg, int argc, char **argv, struct sbuf *out)
+{
+    struct room *r = arg;
+    if (argc == 2 && strcmp(argv[1], "who") == 0) {
+        struct who w = {out, 0};
+        twalk_r(r->nicks, who_one, &w);
+        if (!w.count)
+            sb_adds(out, "(nobody is in the room)\n");
+        return 200;
+    }
+    if (argc >= 3 && strcmp(argv[1], "say") == 0) {
+        struct sbuf line = {0};
+        sb_adds(&line, "* operator notice:");
+        for (int i = 2; i < argc; i++) {
+            sb_adds(&line, " ");
+            sb_adds(&line, argv[i]);
+        }
+        sb_adds(&line, "\r\n");
+        if (line.failed) {
+            sb_free(&line);
+            sb_adds(out, "out of memory\n");
+            return 500;
+        }
+        to_all_workers(CHAT_LINE, 0, 0, line.p, 0);
+        sb_free(&line);
+        sb_adds(out, "said to everyone in the room\n");
+        return 200;
+    }
+    sb_adds(out, "usage: chat who | chat say MESSAGE\n");
+    return 400;
 }

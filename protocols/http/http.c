@@ -452,4 +452,5 @@ const struct protocol http_protocol = {
     .closed = http_closed,
     .stopping = http_stopping,
     .reopen = http_reopen,
+    .describe = http_describe,
 };

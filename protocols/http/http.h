@@ -204,6 +204,10 @@ const char *http_reason(int status);
 
 extern const struct protocol http_protocol;
 
+struct sbuf;
+/* The status handler's JSON, for the admin console's 'stats'. */
+void http_status_json(const struct config *cfg, struct sbuf *sb);
+
 /* Handlers. */
 extern const struct http_handler_ops http_static_ops, http_redirect_ops, http_auth_ops,
     http_put_ops, http_status_ops, http_userdir_ops;

@@ -351,6 +351,7 @@ static void count_response(struct http_conn *hc, struct http_req *r)
 {
     struct http_counters *ct = counters(hc);
     stat_add(&ct->requests, 1);
+    stat_add(&hc->c->w->stats->requests, 1);
     int cls = r->status / 100;
     stat_add(&ct->status[cls >= 1 && cls <= 5 ? cls : 0], 1);
 }
@@ -1135,4 +1136,21 @@ void http_stopping(void *state, struct conn *c, unsigned grace_ms)
     hc->stopping = 1;
     if (hc->state == HC_IDLE)
         hc_close(hc);
+}
+
+void http_describe(void *state, struct conn *c, char *buf, size_t len)
+{
+    (void)state;
+    const struct http_conn *hc = c->proto_ctx;
+    if (!hc)
+        return;
+    const struct http_req *r = hc->req;
+    static const char *const states[] = {"idle", "reading head", "reading body", "sending",
+                                         "closing"};
+    if (r && r->target.p)
+        snprintf(buf, len, "%s %s %.*s (request %u)", states[hc->state], http_method_name(r),
+                 (int)(r->target.len > 96 ? 96 : r->target.len), r->target.p, hc->nreq + 1);
+    else
+        snprintf(buf, len, "%s (%u request%s)", states[hc->state], hc->nreq,
+                 hc->nreq == 1 ? "" : "s");
 }

@@ -14,6 +14,7 @@ void http_worker_stop(void *state);
 void http_accept(void *state, struct conn *c);
 void http_closed(void *state, struct conn *c);
 void http_stopping(void *state, struct conn *c, unsigned grace_ms);
+void http_describe(void *state, struct conn *c, char *buf, size_t len);
 
 /* http_router.c: parses the head's target and known headers, picks the
  * virtual host and runs the handler chain. Afterwards either a response is

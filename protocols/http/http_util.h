@@ -5,6 +5,8 @@
  */
 #pragma once
 
+#include "core/sbuf.h"
+
 #include <stddef.h>
 #include <sys/types.h>
 #include <time.h>
@@ -44,19 +46,3 @@ struct mime_table *mime_load(const char *path, char *err, size_t errlen);
  * when unknown. */
 const char *mime_lookup(const struct mime_table *t, const char *name);
 void mime_free(struct mime_table *t);
-
-/* A growable string; on allocation failure it stays short and sb->failed
- * is set, so callers check once at the end. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-};
-void sb_add(struct sbuf *sb, const char *s, size_t len);
-void sb_adds(struct sbuf *sb, const char *s);
-void sb_addf(struct sbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* HTML-escapes &, <, >, " and '. */
-void sb_add_html(struct sbuf *sb, const char *s, size_t len);
-/* Percent-encodes everything but unreserved characters and '/'. */
-void sb_add_urlpath(struct sbuf *sb, const char *s, size_t len);
-void sb_free(struct sbuf *sb);

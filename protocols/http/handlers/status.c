@@ -117,30 +117,19 @@ static void html_row(struct sbuf *sb, const char *label, const struct srv_sum *s
     sb_adds(sb, "</td></tr>\n");
 }
 
-static enum http_action status_on_req(struct http_handler *h, struct http_req *r)
+enum status_format { HTML, JSON, PROM };
+
+/* Every figure, in one of the three formats; also the console's 'stats'. */
+static void build(enum status_format fmt, const struct config *cfg, struct sbuf *sb)
 {
-    const struct status_conf *sc = h->conf;
-    if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
-        http_error(r, 405, "Allow: GET, HEAD\r\n");
-        return HTTP_DONE;
-    }
-    enum {
-        HTML,
-        JSON,
-        PROM
-    } fmt = strcmp(r->path, sc->json_path) == 0      ? JSON
-            : strcmp(r->path, sc->metrics_path) == 0 ? PROM
-                                                     : HTML;
     long long uptime = (long long)time(NULL) - stats_started();
     int maxw = bus_max_worker();
-    const struct config *cfg = r->c->cfg;
-    struct sbuf sb = {0};
 
     if (fmt == JSON)
-        sb_addf(&sb, "{\"version\":\"%s\",\"pid\":%d,\"uptime_seconds\":%lld,\"workers\":[",
+        sb_addf(sb, "{\"version\":\"%s\",\"pid\":%d,\"uptime_seconds\":%lld,\"workers\":[",
                 MEDUSA_VERSION, (int)getpid(), uptime);
     else if (fmt == PROM)
-        sb_addf(&sb,
+        sb_addf(sb,
                 "# HELP medusa_uptime_seconds Seconds since the server started.\n"
                 "# TYPE medusa_uptime_seconds gauge\nmedusa_uptime_seconds %lld\n"
                 "# HELP medusa_worker_connections_active Open connections per worker.\n"
@@ -151,7 +140,7 @@ static enum http_action status_on_req(struct http_handler *h, struct http_req *r
                 "# TYPE medusa_worker_bytes_total counter\n",
                 uptime);
     else
-        sb_addf(&sb,
+        sb_addf(sb,
                 "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
                 "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
                 "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
@@ -167,45 +156,45 @@ static enum http_action status_on_req(struct http_handler *h, struct http_req *r
                            clo = stat_get(&ws->closed), bin = stat_get(&ws->bytes_in),
                            bout = stat_get(&ws->bytes_out), err = stat_get(&ws->errors);
         if (fmt == JSON)
-            sb_addf(&sb,
+            sb_addf(sb,
                     "%s{\"id\":%d,\"connections_active\":%llu,\"connections_accepted\":%llu,"
                     "\"connections_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
                     "\"errors\":%llu}",
                     first ? "" : ",", w, act, acc, clo, bin, bout, err);
         else if (fmt == PROM)
-            sb_addf(&sb,
+            sb_addf(sb,
                     "medusa_worker_connections_active{worker=\"%d\"} %llu\n"
                     "medusa_worker_connections_accepted_total{worker=\"%d\"} %llu\n"
                     "medusa_worker_bytes_total{worker=\"%d\",direction=\"in\"} %llu\n"
                     "medusa_worker_bytes_total{worker=\"%d\",direction=\"out\"} %llu\n",
                     w, act, w, acc, w, bin, w, bout);
         else
-            sb_addf(&sb,
+            sb_addf(sb,
                     "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
                     "<td>%llu</td><td>%llu</td></tr>\n",
                     w, act, acc, clo, bin, bout, err);
         first = 0;
     }
     if (fmt == JSON)
-        sb_adds(&sb, "],\"servers\":[");
+        sb_adds(sb, "],\"servers\":[");
     else if (fmt == PROM)
-        sb_adds(&sb, "# HELP medusa_http_connections_accepted_total HTTP connections accepted.\n"
-                     "# TYPE medusa_http_connections_accepted_total counter\n"
-                     "# HELP medusa_http_connections_active Open HTTP connections.\n"
-                     "# TYPE medusa_http_connections_active gauge\n"
-                     "# HELP medusa_http_received_bytes_total Request bytes received.\n"
-                     "# TYPE medusa_http_received_bytes_total counter\n"
-                     "# HELP medusa_http_sent_bytes_total Response bytes sent.\n"
-                     "# TYPE medusa_http_sent_bytes_total counter\n"
-                     "# HELP medusa_http_responses_total Responses by status class.\n"
-                     "# TYPE medusa_http_responses_total counter\n"
-                     "# HELP medusa_http_handler_hits_total Requests each handler type took.\n"
-                     "# TYPE medusa_http_handler_hits_total counter\n");
+        sb_adds(sb, "# HELP medusa_http_connections_accepted_total HTTP connections accepted.\n"
+                    "# TYPE medusa_http_connections_accepted_total counter\n"
+                    "# HELP medusa_http_connections_active Open HTTP connections.\n"
+                    "# TYPE medusa_http_connections_active gauge\n"
+                    "# HELP medusa_http_received_bytes_total Request bytes received.\n"
+                    "# TYPE medusa_http_received_bytes_total counter\n"
+                    "# HELP medusa_http_sent_bytes_total Response bytes sent.\n"
+                    "# TYPE medusa_http_sent_bytes_total counter\n"
+                    "# HELP medusa_http_responses_total Responses by status class.\n"
+                    "# TYPE medusa_http_responses_total counter\n"
+                    "# HELP medusa_http_handler_hits_total Requests each handler type took.\n"
+                    "# TYPE medusa_http_handler_hits_total counter\n");
     else
-        sb_adds(&sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
-                     "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
-                     "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
-                     "<th>handler hits</th></tr>\n");
+        sb_adds(sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
+                    "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
+                    "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
+                    "<th>handler hits</th></tr>\n");
     first = 1;
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct service *svc = &cfg->services[i];
@@ -216,14 +205,14 @@ static enum http_action status_on_req(struct http_handler *h, struct http_req *r
         for (int w = 1; w <= BUS_MAX_WORKERS; w++)
             sum_slot(&total, http_counters_slot(srv->stats, w));
         if (fmt == JSON) {
-            sb_adds(&sb, first ? "" : ",");
-            json_server(&sb, srv->name, &total, 0);
-            sb.len--; /* reopen the object for the per-worker list */
-            sb_adds(&sb, ",\"workers\":[");
+            sb_adds(sb, first ? "" : ",");
+            json_server(sb, srv->name, &total, 0);
+            sb->len--; /* reopen the object for the per-worker list */
+            sb_adds(sb, ",\"workers\":[");
         } else if (fmt == PROM) {
-            prom_server(&sb, srv->name, "", &total);
+            prom_server(sb, srv->name, "", &total);
         } else {
-            html_row(&sb, srv->name, &total);
+            html_row(sb, srv->name, &total);
         }
         int wfirst = 1;
         for (int w = 1; w <= maxw; w++) {
@@ -233,25 +222,44 @@ static enum http_action status_on_req(struct http_handler *h, struct http_req *r
             sum_slot(&one, http_counters_slot(srv->stats, w));
             char label[64];
             if (fmt == JSON) {
-                sb_adds(&sb, wfirst ? "" : ",");
-                json_server(&sb, NULL, &one, w);
+                sb_adds(sb, wfirst ? "" : ",");
+                json_server(sb, NULL, &one, w);
             } else if (fmt == PROM) {
                 snprintf(label, sizeof label, ",worker=\"%d\"", w);
-                prom_server(&sb, srv->name, label, &one);
+                prom_server(sb, srv->name, label, &one);
             } else {
                 snprintf(label, sizeof label, "  worker %d", w);
-                html_row(&sb, label, &one);
+                html_row(sb, label, &one);
             }
             wfirst = 0;
         }
         if (fmt == JSON)
-            sb_adds(&sb, "]}");
+            sb_adds(sb, "]}");
         first = 0;
     }
     if (fmt == JSON)
-        sb_adds(&sb, "]}\n");
+        sb_adds(sb, "]}\n");
     else if (fmt == HTML)
-        sb_adds(&sb, "</table></body></html>\n");
+        sb_adds(sb, "</table></body></html>\n");
+}
+
+void http_status_json(const struct config *cfg, struct sbuf *sb)
+{
+    build(JSON, cfg, sb);
+}
+
+static enum http_action status_on_req(struct http_handler *h, struct http_req *r)
+{
+    const struct status_conf *sc = h->conf;
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+        http_error(r, 405, "Allow: GET, HEAD\r\n");
+        return HTTP_DONE;
+    }
+    enum status_format fmt = strcmp(r->path, sc->json_path) == 0      ? JSON
+                             : strcmp(r->path, sc->metrics_path) == 0 ? PROM
+                                                                      : HTML;
+    struct sbuf sb = {0};
+    build(fmt, r->c->cfg, &sb);
     if (sb.failed) {
         http_error(r, 500, NULL);
     } else {

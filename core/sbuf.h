@@ -1,0 +1,23 @@
+/*
+ * A growable string for building replies and pages. No locks, no state
+ * beyond the struct; any thread on its own sbuf.
+ */
+#pragma once
+
+#include <stddef.h>
+
+/* A growable string; on allocation failure it stays short and sb->failed
+ * is set, so callers check once at the end. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+};
+void sb_add(struct sbuf *sb, const char *s, size_t len);
+void sb_adds(struct sbuf *sb, const char *s);
+void sb_addf(struct sbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* HTML-escapes &, <, >, " and '. */
+void sb_add_html(struct sbuf *sb, const char *s, size_t len);
+/* Percent-encodes everything but unreserved characters and '/'. */
+void sb_add_urlpath(struct sbuf *sb, const char *s, size_t len);
+void sb_free(struct sbuf *sb);

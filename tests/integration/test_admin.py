@@ -1,0 +1,335 @@
+"""The admin console and medusactl, against a real server: framing, every
+command in table and JSON form, the two levels, HMAC challenge auth (right,
+wrong, replayed, missing, world-readable secret), reload, kill, listener
+disable/enable, chat who/say, log commands, hostile input and 50
+concurrent sessions, and medusactl's one-shot, interactive and error
+paths."""
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+from harness import (MEDUSAD, ChatClient, RawHTTP, Server, free_port, http_conf, ok, temp_dir,
+                     wait_for)
+
+MEDUSACTL = os.path.join(os.path.dirname(MEDUSAD), "medusactl")
+http_port, chat_port, admin_port = free_port(), free_port(), free_port()
+
+
+class Admin:
+    """A raw console session: sends lines, reads STATUS LENGTH frames."""
+
+    def __init__(self, addr, timeout=10.0):
+        fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(addr)
+        self.buf = b""
+
+    def frame(self):
+        while b"\n" not in self.buf:
+            d = self.sock.recv(65536)
+            if not d:
+                raise EOFError("closed")
+            self.buf += d
+        head, _, self.buf = self.buf.partition(b"\n")
+        status, length = head.split()
+        length = int(length)
+        while len(self.buf) < length:
+            d = self.sock.recv(65536)
+            if not d:
+                raise EOFError("closed mid-frame")
+            self.buf += d
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return int(status), body.decode(errors="replace")
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+        return self.frame()
+
+    def auth(self, secret):
+        st, challenge = self.frame()
+        assert st == 401 and len(challenge) == 64, (st, challenge)
+        answer = hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+        return self.cmd("auth " + answer), challenge, answer
+
+    def closed(self, timeout=5):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def ctl(*args, stdin=None):
+    p = subprocess.run([MEDUSACTL] + list(args), input=stdin, capture_output=True, text=True,
+                       timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+def write_secret(path, text, mode=0o600):
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    os.chmod(path, mode)
+
+
+def main():
+    tmp = temp_dir()
+    os.makedirs(os.path.join(tmp, "www"))
+    os.makedirs(os.path.join(tmp, "run"))
+    with open(os.path.join(tmp, "www", "index.html"), "w") as f:
+        f.write("hello\n")
+    admin_secret, op_secret = "admin-secret-0123456789abcdef", "operator-secret-0123456789"
+    write_secret(os.path.join(tmp, "admin.secret"), admin_secret)
+    write_secret(os.path.join(tmp, "operator.secret"), op_secret)
+    sock = os.path.join(tmp, "run", "admin.sock")
+    site = '{ names = [ "*" ]; handlers = ( { type = "static"; path = "/"; root = "www"; } ); }'
+    conf = ('admin = { listen = [ "unix:run/admin.sock", "127.0.0.1:%d" ]; secret = "admin.secret";'
+            ' operator_secret = "operator.secret"; max_sessions = 60; };\n' % admin_port +
+            http_conf(http_port, site) +
+            'chat = ( { name = "chat"; listen = [ "127.0.0.1:%d" ]; } );\n' % chat_port)
+
+    # A world-readable secret is refused at start-up, with file:line.
+    write_secret(os.path.join(tmp, "loose.secret"), admin_secret, 0o644)
+    bad = os.path.join(tmp, "bad.conf")
+    with open(bad, "w") as f:
+        f.write('admin = { listen = [ "127.0.0.1:%d" ];\n  secret = "loose.secret"; };\n' % admin_port)
+    p = subprocess.run([MEDUSAD, "-t", "-c", bad], capture_output=True, text=True)
+    assert p.returncode == 1 and "bad.conf:2:" in p.stderr and "readable by group or others" in p.stderr, p.stderr
+    ok("a secret file readable by others is refused at start-up (file:line)")
+
+    srv = Server(conf, workers=2, dir=tmp)
+    assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+
+    # ---- framing and every read-only command, table and JSON ----
+    a = Admin(sock)
+    st, body = a.cmd("help")
+    assert st == 200
+    for c in ["info", "workers", "listeners", "conns", "kill", "stats", "reload", "config", "log",
+              "chat", "shutdown", "quit"]:
+        assert c in body, c
+    st, body = a.cmd("info")
+    assert st == 200 and "pid" in body and "uptime" in body
+    st, body = a.cmd("info json")
+    info = json.loads(body)
+    assert info["workers"] == 2 and info["pid"] == srv.proc.pid
+    st, body = a.cmd("workers")
+    lines = body.strip().splitlines()
+    assert lines[0].split()[:2] == ["id", "state"] and len(lines) == 3, body
+    st, body = a.cmd("workers json")
+    ws = json.loads(body)
+    assert [w["id"] for w in ws] == [1, 2] and all(w["state"] == "running" for w in ws)
+    assert all(k in ws[0] for k in ["active", "accepted", "requests", "bytes_in", "bytes_out",
+                                     "inbox", "lag_ms"])
+    st, body = a.cmd("listeners json")
+    ls = json.loads(body)
+    assert {l["service"] for l in ls} == {"web", "chat"} and all(l["state"] == "enabled" for l in ls)
+    st, body = a.cmd("stats")
+    stats = json.loads(body)
+    assert "servers" in stats and stats["servers"][0]["name"] == "web"
+    st, body = a.cmd("config")
+    assert st == 200 and "admin.secret" in body and admin_secret not in body
+    st, body = a.cmd("log tail 5")
+    assert st == 200 and len(body.strip().splitlines()) == 5
+    ok("framing; help, info, workers, listeners, stats, config, log tail parse (table and JSON)")
+
+    # 'workers' reflects reality: requests and connections counted per worker
+    for _ in range(20):
+        c = RawHTTP(http_port)
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert c.response().status == 200
+        c.close()
+    ws = json.loads(a.cmd("workers json")[1])
+    assert sum(w["requests"] for w in ws) >= 20 and sum(w["accepted"] for w in ws) >= 20, ws
+
+    # ---- conns, kill, chat ----
+    alice = ChatClient(("127.0.0.1", chat_port))
+    alice.join("alice")
+    held = RawHTTP(http_port)
+    held.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    held.response()
+    st, body = a.cmd("conns json")
+    conns = json.loads(body)
+    chat_conn = [c for c in conns if c["service"] == "chat"]
+    web_conn = [c for c in conns if c["service"] == "web"]
+    assert len(chat_conn) == 1 and "alice" in chat_conn[0]["state"], conns
+    assert len(web_conn) == 1 and "idle" in web_conn[0]["state"], conns
+    for k in ["id", "worker", "peer", "age_s", "idle_s", "bytes_in", "bytes_out"]:
+        assert k in chat_conn[0]
+    st, body = a.cmd("conns chat")
+    assert st == 200 and "alice" in body and "web" not in body.split("\n", 1)[1]
+    st, body = a.cmd("conns %d" % web_conn[0]["worker"])
+    assert st == 200 and str(web_conn[0]["id"]) in body
+    st, body = a.cmd("chat who")
+    assert st == 200 and body.strip() == "alice"
+    st, body = a.cmd("chat say maintenance at noon")
+    assert st == 200
+    assert alice.line() == "* operator notice: maintenance at noon"
+    st, body = a.cmd("kill %d" % web_conn[0]["id"])
+    assert st == 200 and "closed" in body
+    assert held.closed()
+    st, body = a.cmd("kill %d" % web_conn[0]["id"])
+    assert st == 400 and "no connection" in body
+    ok("conns (filters, JSON, protocol state), kill, chat who and say")
+
+    # ---- listener disable / enable ----
+    st, body = a.cmd("listener disable web")
+    assert st == 200 and "disabled" in body
+    keep = RawHTTP(http_port)  # accepted? no: it waits in the kernel queue
+    keep.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    keep.sock.settimeout(1.0)
+    try:
+        keep.sock.recv(1)
+        raise AssertionError("a disabled listener answered")
+    except socket.timeout:
+        pass
+    states = {l["service"]: l["state"] for l in json.loads(a.cmd("listeners json")[1])}
+    assert states == {"web": "disabled", "chat": "enabled"}, states
+    alice.send_line("still here")  # existing sessions keep working
+    st, body = a.cmd("listener enable 127.0.0.1:%d" % http_port)
+    assert st == 200
+    keep.sock.settimeout(10)
+    assert keep.response().status == 200  # the queued client is served, not lost
+    keep.close()
+    st, body = a.cmd("listener disable nosuch")
+    assert st == 400
+    ok("listener disable keeps new clients waiting (not accepted) while sessions go on; enable serves them")
+
+    # ---- reload ----
+    st, body = a.cmd("reload")
+    assert st == 200 and "reloaded" in body
+    with open(os.path.join(tmp, "medusa.conf"), "a") as f:
+        f.write("bogus = 1;\n")
+    st, body = a.cmd("reload")
+    assert st == 500 and "medusa.conf:" in body and "unknown key 'bogus'" in body, body
+    assert "old configuration is still active" in body
+    srv.write_conf(conf)
+    st, body = a.cmd("reload")
+    assert st == 200
+    ok("reload answers with the outcome: ok, or file:line and 'still active'")
+
+    # ---- log commands ----
+    st, body = a.cmd("log level debug")
+    assert st == 200
+    st, body = a.cmd("log level loud")
+    assert st == 400
+    st, body = a.cmd("log reopen")
+    assert st == 200
+    st, body = a.cmd("log level info")
+    ok("log level, log reopen")
+
+    # ---- TCP auth and levels ----
+    t = Admin(("127.0.0.1", admin_port))
+    (st, body), challenge, answer = t.auth(admin_secret)
+    assert st == 200 and "admin" in body
+    assert t.cmd("workers")[0] == 200
+    t.close()
+    o = Admin(("127.0.0.1", admin_port))
+    (st, body), _, _ = o.auth(op_secret)
+    assert st == 200 and "operator" in body
+    assert o.cmd("info")[0] == 200
+    st, body = o.cmd("reload")
+    assert st == 401 and "needs level admin" in body
+    st, body = o.cmd("chat say x")
+    assert st == 401
+    st, body = o.cmd("log level debug")
+    assert st == 401
+    o.close()
+    # replayed answer: a new session has a new challenge
+    r = Admin(("127.0.0.1", admin_port))
+    st, challenge2 = r.frame()
+    assert challenge2 != challenge
+    st, body = r.cmd("auth " + answer)
+    assert st == 401 and r.closed()
+    # wrong answer: delayed, refused, closed
+    w = Admin(("127.0.0.1", admin_port))
+    t0 = time.monotonic()
+    (st, body), _, _ = w.auth("not-the-secret-at-all")
+    assert st == 401 and time.monotonic() - t0 >= 0.9 and w.closed()
+    # missing auth
+    m = Admin(("127.0.0.1", admin_port))
+    m.frame()
+    st, body = m.cmd("workers")
+    assert st == 401 and m.closed()
+    srv.wait_log("admin authentication failed")
+    ok("TCP auth: admin and operator levels; wrong, replayed and missing answers refused")
+
+    # ---- hostile input ----
+    h = Admin(sock)
+    h.sock.sendall(b"x" * (1 << 20) + b"\n")
+    st, body = h.frame()
+    assert st == 400 and "too long" in body
+    assert h.cmd("info")[0] == 200
+    h.sock.sendall(b"\x00\x01\x02binary\xff\xfe\n")
+    st, body = h.frame()
+    assert st == 400
+    for bad_cmd, want in [("frobnicate", 400), ("workers please", 400), ("kill", 400),
+                          ("kill abc", 400), ("log tail 9999", 400), ("conns 99", 400),
+                          ("shutdown later", 400), ("chat", 400)]:
+        st, body = h.cmd(bad_cmd)
+        assert st == want, (bad_cmd, st, body)
+    assert h.cmd("info")[0] == 200
+
+    errors = []
+
+    def session(i):
+        try:
+            s = Admin(sock)
+            for _ in range(5):
+                assert s.cmd("workers json")[0] == 200
+                assert s.cmd("nonsense %d" % i)[0] == 400
+            s.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+    ths = [threading.Thread(target=session, args=(i,)) for i in range(50)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert not errors, errors[:3]
+    c = RawHTTP(http_port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.response().status == 200
+    c.close()
+    h.close()
+    ok("hostile input: 1 MB line, binary, unknown and malformed commands get 400; 50 sessions at once")
+
+    # ---- medusactl ----
+    rc, out, err = ctl("-s", sock, "workers", "json")
+    assert rc == 0 and len(json.loads(out)) == 2
+    rc, out, err = ctl("-a", "127.0.0.1:%d" % admin_port, "-k", os.path.join(tmp, "admin.secret"),
+                       "info", "json")
+    assert rc == 0 and json.loads(out)["workers"] == 2
+    rc, out, err = ctl("-a", "127.0.0.1:%d" % admin_port, "-k", os.path.join(tmp, "operator.secret"),
+                       "reload")
+    assert rc == 1 and "needs level admin" in err
+    rc, out, err = ctl("-a", "127.0.0.1:%d" % admin_port, "-k", os.path.join(tmp, "medusa.conf"), "info")
+    assert rc == 3 and "authentication failed" in err
+    rc, out, err = ctl("-s", os.path.join(tmp, "nowhere.sock"), "info")
+    assert rc == 3 and "cannot connect" in err
+    rc, out, err = ctl("-s", sock, "bogus")
+    assert rc == 1 and "unknown command" in err
+    rc, out, err = ctl("-a", "127.0.0.1:%d" % admin_port, "info")
+    assert rc == 2
+    rc, out, err = ctl("-s", sock, stdin="info\nworkers\nquit\n")
+    assert rc == 0 and "uptime" in out and "state" in out and "bye" in out, (rc, out, err)
+    ok("medusactl: one-shot exit codes, JSON untouched, auth over TCP, clear errors, interactive")
+
+    # ---- shutdown from the console; medusactl sees the server go away ----
+    rc, out, err = ctl("-s", sock, "shutdown", "graceful")
+    assert rc == 0 and "shutting down" in out
+    assert srv.proc.wait(20) == 0
+    rc, out, err = ctl("-s", sock, "info")
+    assert rc == 3
+    ok("shutdown graceful: exit 0; medusactl then says it cannot connect")
+
+
+if __name__ == "__main__":
+    main()
