@@ -270,9 +270,28 @@ static void cmd_info(struct session *s, int argc, char **argv)
 
 static void cmd_workers(struct session *s, int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "set") == 0) {
+        char *end = NULL;
+        long n = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+        if (argc != 3 || *end || n < 1 || n > BUS_MAX_WORKERS) {
+            replyf(s, 400, "usage: workers set N  (1 to %d)\n", BUS_MAX_WORKERS);
+            return;
+        }
+        if (s->level < L_ADMIN) {
+            replyf(s, 401, "'workers set' needs level admin; this session is operator\n");
+            return;
+        }
+        char msg[256];
+        log_warn(s->peer, "workers set %ld from the console", n);
+        if (sup_scale(s->a->sup, (int)n, msg, sizeof msg) < 0)
+            replyf(s, 500, "%s\n", msg);
+        else
+            replyf(s, 200, "%s", msg);
+        return;
+    }
     int json = is_json(&argc, argv);
     if (argc > 1) {
-        replyf(s, 400, "usage: workers [json]  (scaling: 'workers set N')\n");
+        replyf(s, 400, "usage: workers [json] | workers set N\n");
         return;
     }
     struct sup_worker_view v[BUS_MAX_WORKERS];
@@ -324,6 +343,23 @@ static void list_one(void *arg, uint32_t id, const char *service, const char *te
                 text);
     }
     l->count++;
+}
+
+static void cmd_worker(struct session *s, int argc, char **argv)
+{
+    int restart = argc == 3 && strcmp(argv[1], "restart") == 0;
+    char *end = NULL;
+    long id = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+    if (argc != 3 || (!restart && strcmp(argv[1], "drain") != 0) || *end || id < 1) {
+        replyf(s, 400, "usage: worker drain ID | worker restart ID\n");
+        return;
+    }
+    char msg[256];
+    log_warn(s->peer, "worker %s %ld from the console", argv[1], id);
+    if (sup_drain(s->a->sup, (int)id, restart, msg, sizeof msg) < 0)
+        replyf(s, 400, "%s\n", msg);
+    else
+        replyf(s, 200, "%s", msg);
 }
 
 static void cmd_listeners(struct session *s, int argc, char **argv)
@@ -663,7 +699,10 @@ static void cmd_quit(struct session *s, int argc, char **argv)
 static const struct command commands[] = {
     {"help", L_OPERATOR, "help", "this list", cmd_help},
     {"info", L_OPERATOR, "info [json]", "version, pid, uptime, config, totals", cmd_info},
-    {"workers", L_OPERATOR, "workers [json]", "per worker state and counters", cmd_workers},
+    {"workers", L_OPERATOR, "workers [json] | workers set N",
+     "per worker state and counters; scale live (set: admin)", cmd_workers},
+    {"worker", L_ADMIN, "worker drain ID | worker restart ID",
+     "stop one taking connections, finish its sessions", cmd_worker},
     {"listeners", L_OPERATOR, "listeners [json]", "open listeners", cmd_listeners},
     {"stats", L_OPERATOR, "stats", "every counter as JSON (as /status.json)", cmd_stats},
     {"config", L_OPERATOR, "config", "the active configuration", cmd_config},

@@ -38,6 +38,8 @@ enum msg_type {
     MSG_ADMIN,         /* to worker: sub = enum admin_query, a = query id, b = argument,
                           ptr = a string argument or NULL */
     MSG_ADMIN_REPLY,   /* to supervisor: a = query id, b = a number, ptr = text or NULL */
+    MSG_HANDOFF,       /* to worker: give one socket of listener a to worker b */
+    MSG_DRAIN,         /* to worker: give every socket to worker b, then stop within a ms */
 };
 
 /* What the admin console asks workers (MSG_ADMIN). */

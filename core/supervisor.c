@@ -43,6 +43,10 @@ struct sup_listener {
     struct sup_listener *next;
     uint32_t id;
     int disabled; /* by the console */
+    int keep_fd;  /* Unix: the supervisor's own copy, to dup for new workers */
+    /* TCP: how many of this listener's SO_REUSEPORT sockets each worker
+     * holds (a worker that drained handed its sockets to another). */
+    uint16_t held[BUS_MAX_WORKERS + 1];
     char *service;
     struct listen_addr addr;
 };
@@ -65,6 +69,22 @@ struct supervisor {
     int stats_pending;
     struct worker_stats_snapshot stats_total;
 };
+
+static int nrunning(const struct supervisor *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->nworkers; i++)
+        n += !s->workers[i]->draining;
+    return n;
+}
+
+static void free_sup_listener(struct sup_listener *l)
+{
+    if (l->keep_fd >= 0)
+        close(l->keep_fd);
+    free(l->service);
+    free(l);
+}
 
 static void send_listener(int worker, uint32_t id, int fd, const char *service, const char *text,
                           int disabled)
@@ -143,10 +163,8 @@ static void pending_free(struct pending_open *p, int undo)
                 close(p->fds[i]);
             listener_unlink(&p->l->addr);
         }
-        if (p->l) {
-            free(p->l->service);
-            free(p->l);
-        }
+        if (p->l)
+            free_sup_listener(p->l);
         free(p->fds);
         free(p);
         p = next;
@@ -166,6 +184,7 @@ static struct pending_open *pending_new(const struct service *svc, const struct 
         return NULL;
     }
     p->l->addr = *a;
+    p->l->keep_fd = -1;
     for (int i = 0; i <= nworkers; i++)
         p->fds[i] = -1;
     return p;
@@ -183,12 +202,12 @@ static int open_new_listeners(struct supervisor *s, const struct config *cfg,
         for (size_t a = 0; a < svc->nlisten; a++) {
             if (find_listener(s, svc->name, svc->listen[a].text))
                 continue;
-            struct pending_open *p = pending_new(svc, &svc->listen[a], s->nworkers);
+            struct pending_open *p = pending_new(svc, &svc->listen[a], nrunning(s));
             if (!p) {
                 snprintf(err, errlen, "out of memory opening %s", svc->listen[a].text);
                 goto fail;
             }
-            if (open_for_workers(&svc->listen[a], cfg->backlog, s->nworkers, p->fds, err, errlen) <
+            if (open_for_workers(&svc->listen[a], cfg->backlog, nrunning(s), p->fds, err, errlen) <
                 0) {
                 pending_free(p, 0); /* it cleaned up after itself */
                 goto fail;
@@ -223,8 +242,7 @@ static void commit_config(struct supervisor *s, struct config *cfg, struct pendi
         }
         listener_unlink(&l->addr);
         log_info(l->addr.text, "listener removed (%s)", l->service);
-        free(l->service);
-        free(l);
+        free_sup_listener(l);
     }
     for (int w = 0; cfg != s->cfg && w < s->nworkers; w++) {
         struct msg m = {
@@ -233,13 +251,19 @@ static void commit_config(struct supervisor *s, struct config *cfg, struct pendi
     }
     for (struct pending_open *p = opened; p; p = p->next) {
         p->l->id = ++s->next_listener_id;
-        for (int w = 0; w < s->nworkers; w++)
-            send_listener(s->workers[w]->id, p->l->id, p->fds[w], p->l->service, p->l->addr.text,
+        if (p->l->addr.family == AF_UNIX)
+            p->l->keep_fd = fcntl(p->fds[0], F_DUPFD_CLOEXEC, 0);
+        for (int w = 0, k = 0; w < s->nworkers; w++) {
+            if (s->workers[w]->draining)
+                continue; /* it is leaving: no new sockets for it */
+            p->l->held[s->workers[w]->id] = 1;
+            send_listener(s->workers[w]->id, p->l->id, p->fds[k++], p->l->service, p->l->addr.text,
                           0);
+        }
         p->l->next = s->listeners;
         s->listeners = p->l;
-        log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, s->nworkers,
-                 s->nworkers == 1 ? "" : "s");
+        log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, nrunning(s),
+                 nrunning(s) == 1 ? "" : "s");
         p->l = NULL; /* the supervisor's list owns it now */
     }
     pending_free(opened, 0);
@@ -265,9 +289,11 @@ static int reload(struct supervisor *s, char *err, size_t errlen)
         sd_notify(0, "READY=1\nSTATUS=reload failed; old configuration active");
         return -1;
     }
-    if (!s->workers_override && cfg->workers != s->nworkers)
-        log_warn(NULL, "'workers' is now %d but %d are running: the count changes at restart",
-                 cfg->workers, s->nworkers);
+    if (!s->workers_override && cfg->workers != nrunning(s))
+        log_warn(NULL,
+                 "'workers' is now %d but %d are running: the count changes at restart "
+                 "(or now with the console's 'workers set')",
+                 cfg->workers, nrunning(s));
     apply_log(cfg);
     commit_config(s, cfg, opened);
     config_unref(s->cfg);
@@ -337,14 +363,30 @@ static void on_stats_reply(struct supervisor *s, struct msg *m)
                  (unsigned long long)t->bytes_out, (unsigned long long)t->errors);
 }
 
+static void worker_exited(struct supervisor *s, int id)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        if (s->workers[i]->id != id)
+            continue;
+        struct worker *w = s->workers[i];
+        worker_join_free(w);
+        memmove(&s->workers[i], &s->workers[i + 1],
+                sizeof *s->workers * (size_t)(s->nworkers - i - 1));
+        s->nworkers--;
+        break;
+    }
+    if (!s->stopping)
+        log_info(NULL, "worker %d exited; %d running", id, nrunning(s));
+    if (--s->running == 0)
+        event_base_loopexit(s->base, NULL);
+}
+
 static void dispatch(struct msg *m, void *arg)
 {
     struct supervisor *s = arg;
     switch (m->type) {
     case MSG_WORKER_EXITED:
-        log_debug(NULL, "worker %u exited", m->from);
-        if (--s->running == 0)
-            event_base_loopexit(s->base, NULL);
+        worker_exited(s, m->from);
         break;
     case MSG_STATS_REPLY:
         on_stats_reply(s, m);
@@ -436,7 +478,7 @@ static int drop_privileges(const struct config *cfg)
 
 static int start_workers(struct supervisor *s)
 {
-    s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+    s->workers = calloc(BUS_MAX_WORKERS, sizeof *s->workers);
     if (!s->workers)
         return -1;
     for (int i = 0; i < s->nworkers; i++) {
@@ -542,8 +584,7 @@ out_workers:
         struct sup_listener *l = s->listeners;
         s->listeners = l->next;
         listener_unlink(&l->addr);
-        free(l->service);
-        free(l);
+        free_sup_listener(l);
     }
     for (size_t i = 0; i < nproto; i++)
         if (protocols_all[i]->sup_stop && s->proto_state[i])
@@ -576,7 +617,7 @@ int sup_workers(struct supervisor *s, struct sup_worker_view *out, int max)
 {
     for (int i = 0; i < s->nworkers && i < max; i++) {
         out[i].id = s->workers[i]->id;
-        out[i].state = s->stopping ? "draining" : "running";
+        out[i].state = s->stopping || s->workers[i]->draining ? "draining" : "running";
     }
     return s->nworkers;
 }
@@ -647,4 +688,178 @@ int sup_ask_workers(struct supervisor *s, int worker, int query, uint64_t id, ui
 void *sup_proto_state(struct supervisor *s, int proto)
 {
     return s->proto_state[proto];
+}
+
+/* ---- scaling: the console's workers set, worker drain, worker restart ----
+ *
+ * No connection may be lost, including those waiting in a listener's
+ * queue. A leaving worker therefore never closes its SO_REUSEPORT sockets
+ * (closing one drops its queue, and with TCP_DEFER_ACCEPT also the
+ * connections still in its SYN queue): it hands them, queue and all, to a
+ * worker that stays (MSG_DRAIN), then finishes its sessions within the grace
+ * period and exits. A new worker gets sockets that a worker holds in
+ * surplus (MSG_HANDOFF) before any new socket is opened, so the kernel's
+ * spread stays even. Unix listeners are one shared socket: the supervisor
+ * keeps a copy and dups it. */
+
+static int free_worker_id(const struct supervisor *s)
+{
+    for (int id = 1; id <= BUS_MAX_WORKERS; id++) {
+        int used = bus_is_live(id);
+        for (int i = 0; i < s->nworkers && !used; i++)
+            used = s->workers[i]->id == id;
+        if (!used)
+            return id;
+    }
+    return -1;
+}
+
+static void give_listeners(struct supervisor *s, struct worker *w)
+{
+    for (struct sup_listener *l = s->listeners; l; l = l->next) {
+        if (l->addr.family == AF_UNIX) {
+            int fd = l->keep_fd >= 0 ? fcntl(l->keep_fd, F_DUPFD_CLOEXEC, 0) : -1;
+            if (fd < 0) {
+                log_error(l->addr.text, "dup for worker %d: %s", w->id, strerror(errno));
+                continue;
+            }
+            send_listener(w->id, l->id, fd, l->service, l->addr.text, l->disabled);
+            continue;
+        }
+        int donor = 0;
+        for (int i = 0; i < s->nworkers && !donor; i++)
+            if (!s->workers[i]->draining && l->held[s->workers[i]->id] > 1)
+                donor = s->workers[i]->id;
+        if (donor) {
+            struct msg m = {.type = MSG_HANDOFF, .a = l->id, .b = (uint64_t)w->id};
+            bus_send(donor, &m);
+            l->held[donor]--;
+            l->held[w->id]++;
+            continue;
+        }
+        char err[256];
+        int fd = listener_open(&l->addr, s->cfg->backlog, err, sizeof err);
+        if (fd < 0) {
+            log_error(l->addr.text, "worker %d gets no socket: %s", w->id, err);
+            continue;
+        }
+        l->held[w->id] = 1;
+        send_listener(w->id, l->id, fd, l->service, l->addr.text, l->disabled);
+    }
+}
+
+static struct worker *spawn(struct supervisor *s, int with_listeners)
+{
+    int id = free_worker_id(s);
+    struct worker *w = id > 0 ? worker_new(id, s->cfg) : NULL;
+    if (!w)
+        return NULL;
+    if (worker_start(w) < 0) {
+        log_error(NULL, "cannot start worker %d: %s", id, strerror(errno));
+        config_unref(w->cfg);
+        free(w->proto_state);
+        free(w);
+        return NULL;
+    }
+    s->workers[s->nworkers++] = w;
+    s->running++;
+    if (with_listeners)
+        give_listeners(s, w);
+    return w;
+}
+
+/* The worker stops taking connections (its sockets go to target) and
+ * leaves when its sessions are done or the grace period ends. */
+static void drain(struct supervisor *s, struct worker *w, int target)
+{
+    w->draining = 1;
+    for (struct sup_listener *l = s->listeners; l; l = l->next) {
+        l->held[target] += l->held[w->id];
+        l->held[w->id] = 0;
+    }
+    struct msg m = {.type = MSG_DRAIN, .a = s->cfg->grace_ms, .b = (uint64_t)target};
+    bus_send(w->id, &m);
+    log_info(NULL, "worker %d draining: its sockets go to worker %d, sessions get %u ms", w->id,
+             target, s->cfg->grace_ms);
+}
+
+static struct worker *find_running(struct supervisor *s, int id)
+{
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i]->id == id && !s->workers[i]->draining)
+            return s->workers[i];
+    return NULL;
+}
+
+int sup_scale(struct supervisor *s, int n, char *msg, size_t len)
+{
+    if (s->stopping) {
+        snprintf(msg, len, "the server is stopping");
+        return -1;
+    }
+    int run = nrunning(s);
+    if (n < 1 || n > BUS_MAX_WORKERS || s->nworkers - run + n > BUS_MAX_WORKERS) {
+        snprintf(msg, len, "workers must be from 1 to %d (draining ones count until they leave)",
+                 BUS_MAX_WORKERS);
+        return -1;
+    }
+    int started = 0, drained = 0;
+    while (run < n) {
+        if (!spawn(s, 1))
+            break;
+        run++;
+        started++;
+    }
+    /* Leave: the highest ids; their sockets go to the stayers in turn. */
+    int stay[BUS_MAX_WORKERS], nstay = 0;
+    for (int i = 0; i < s->nworkers; i++)
+        if (!s->workers[i]->draining && nstay < n)
+            stay[nstay++] = s->workers[i]->id;
+    for (int i = s->nworkers - 1; i >= 0 && run > n; i--) {
+        struct worker *w = s->workers[i];
+        int keep = 0;
+        for (int k = 0; k < nstay; k++)
+            keep |= stay[k] == w->id;
+        if (w->draining || keep)
+            continue;
+        drain(s, w, stay[drained % nstay]);
+        run--;
+        drained++;
+    }
+    snprintf(msg, len, "%d worker%s running: %d started, %d draining\n", run, run == 1 ? "" : "s",
+             started, drained);
+    log_info(NULL, "workers set %d: %d started, %d draining", n, started, drained);
+    return started + drained || run == n ? 0 : -1;
+}
+
+int sup_drain(struct supervisor *s, int id, int restart, char *msg, size_t len)
+{
+    struct worker *w = s->stopping ? NULL : find_running(s, id);
+    if (!w) {
+        snprintf(msg, len, "no running worker %d", id);
+        return -1;
+    }
+    int target = 0;
+    if (restart) {
+        struct worker *fresh = spawn(s, 0); /* takes over the sockets */
+        if (!fresh) {
+            snprintf(msg, len, "cannot start a replacement for worker %d", id);
+            return -1;
+        }
+        target = fresh->id;
+    } else {
+        for (int i = 0; i < s->nworkers && !target; i++)
+            if (!s->workers[i]->draining && s->workers[i]->id != id)
+                target = s->workers[i]->id;
+        if (!target) {
+            snprintf(msg, len, "worker %d is the last one running: start another first", id);
+            return -1;
+        }
+    }
+    drain(s, w, target);
+    if (restart)
+        snprintf(msg, len, "worker %d draining; worker %d took its place\n", id, target);
+    else
+        snprintf(msg, len, "worker %d draining; its listeners went to worker %d\n", id, target);
+    return 0;
 }

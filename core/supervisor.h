@@ -42,3 +42,7 @@ int sup_listener_enable(struct supervisor *s, const char *which, int enable, uin
 int sup_ask_workers(struct supervisor *s, int worker, int query, uint64_t id, uint64_t arg,
                     const char *text);
 void *sup_proto_state(struct supervisor *s, int proto);
+/* Live scaling; each returns 0 with a summary in msg, or -1 with why. */
+int sup_scale(struct supervisor *s, int n, char *msg, size_t len);
+/* Drain one worker (restart: and start a fresh one that takes its place). */
+int sup_drain(struct supervisor *s, int id, int restart, char *msg, size_t len);

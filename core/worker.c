@@ -178,7 +178,8 @@ static void listener_free(struct wlistener *l)
 {
     if (l->ev)
         event_free(l->ev);
-    close(l->fd);
+    if (l->fd >= 0)
+        close(l->fd);
     free(l->service);
     free(l->text);
     free(l);
@@ -274,11 +275,77 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
+/* Gives a listening socket, queue and all, to another worker: nothing
+ * waiting on it is lost, which closing it would do. */
+static void hand_over(struct worker *w, struct wlistener *l, int target)
+{
+    struct listener_sock *ls = calloc(1, sizeof *ls);
+    if (!ls) {
+        log_error(l->text, "out of memory handing the socket to worker %d; kept", target);
+        return;
+    }
+    event_del(l->ev);
+    ls->id = l->id;
+    ls->fd = l->fd;
+    ls->disabled = l->disabled;
+    ls->service = l->service;
+    ls->text = l->text;
+    l->fd = -1;
+    l->service = l->text = NULL;
+    struct msg m = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
+    bus_send(target, &m);
+    log_debug(ls->text, "socket handed to worker %d", target);
+    (void)w;
+}
+
+static void on_handoff(struct worker *w, uint32_t id, int target)
+{
+    for (struct wlistener **p = &w->listeners; *p; p = &(*p)->next) {
+        struct wlistener *l = *p;
+        if (l->id != id || l->is_unix)
+            continue;
+        *p = l->next;
+        hand_over(w, l, target);
+        listener_free(l);
+        return;
+    }
+    log_warn(NULL, "no socket of listener %u to hand to worker %d", id, target);
+}
+
+static void on_stop(struct worker *w, unsigned grace_ms);
+
+static void on_drain(struct worker *w, unsigned grace_ms, int target)
+{
+    while (w->listeners) {
+        struct wlistener *l = w->listeners;
+        w->listeners = l->next;
+        if (!l->is_unix) /* Unix: the other workers hold the same socket */
+            hand_over(w, l, target);
+        listener_free(l);
+    }
+    log_info(NULL, "draining: listeners handed to worker %d", target);
+    on_stop(w, grace_ms);
+}
+
 static void on_stop(struct worker *w, unsigned grace_ms)
 {
     if (w->stopping) {
-        if (grace_ms == 0) /* a second, immediate stop */
+        if (grace_ms == 0) { /* a second, immediate stop */
             grace_cb(-1, 0, w);
+        } else if (w->nconns) {
+            /* Draining under an older, longer grace: a stop's shorter one
+             * wins. */
+            struct timeval left, now, want;
+            event_base_gettimeofday_cached(w->base, &now);
+            if (event_pending(w->grace_ev, EV_TIMEOUT, &left)) {
+                want = (struct timeval){now.tv_sec + grace_ms / 1000,
+                                        now.tv_usec + (grace_ms % 1000) * 1000};
+                if (timercmp(&want, &left, <)) {
+                    struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
+                    event_add(w->grace_ev, &tv);
+                }
+            }
+        }
         return;
     }
     w->stopping = 1;
@@ -454,6 +521,12 @@ static void dispatch(struct msg *m, void *arg)
         break;
     case MSG_ADMIN:
         on_admin(w, m);
+        break;
+    case MSG_HANDOFF:
+        on_handoff(w, (uint32_t)m->a, (int)m->b);
+        break;
+    case MSG_DRAIN:
+        on_drain(w, (unsigned)m->a, (int)m->b);
         break;
     case MSG_PROTO:
         if (protocols_all[m->proto] && protocols_all[m->proto]->message) {
