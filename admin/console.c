@@ -989,6 +989,21 @@ struct admin *admin_start(struct event_base *base, struct supervisor *sup, const
         l->a = a;
         l->addr = *addr;
         l->is_unix = addr->family == AF_UNIX;
+        if (l->is_unix) {
+            /* The runtime folder may not exist yet (a fresh checkout, a
+             * cleaned /run): make it, private. */
+            char dir[sizeof((struct sockaddr_un *)0)->sun_path];
+            snprintf(dir, sizeof dir, "%s", ((const struct sockaddr_un *)&addr->ss)->sun_path);
+            char *slash = strrchr(dir, '/');
+            if (slash && slash != dir) {
+                *slash = '\0';
+                if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+                    snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+                    admin_stop(a);
+                    return NULL;
+                }
+            }
+        }
         l->fd = listener_open(addr, 16, err, errlen);
         l->next = a->listeners;
         a->listeners = l;
