@@ -185,15 +185,7 @@ static int is_json(int *argc, char **argv)
 static void json_str(struct sbuf *sb, const char *s)
 {
     sb_adds(sb, "\"");
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            sb_addf(sb, "\\%c", ch);
-        else if (ch < 0x20)
-            sb_addf(sb, "\\u%04x", ch);
-        else
-            sb_add(sb, s, 1);
-    }
+    sb_add_json(sb, s);
     sb_adds(sb, "\"");
 }
 

@@ -90,6 +90,19 @@ void sb_add_urlpath(struct sbuf *sb, const char *s, size_t len)
     }
 }
 
+void sb_add_json(struct sbuf *sb, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            sb_addf(sb, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            sb_addf(sb, "\\u%04x", ch);
+        else
+            sb_add(sb, s, 1);
+    }
+}
+
 void sb_free(struct sbuf *sb)
 {
     free(sb->p);

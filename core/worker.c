@@ -407,19 +407,6 @@ static void admin_reply(struct worker *w, uint64_t query, uint64_t num, char *te
     bus_send(BUS_SUPERVISOR, &m);
 }
 
-static void json_escape(struct sbuf *sb, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            sb_addf(sb, "\\%c", ch);
-        else if (ch < 0x20 || ch == 0x7f)
-            sb_addf(sb, "\\u%04x", ch);
-        else
-            sb_add(sb, s, 1);
-    }
-}
-
 static void admin_conns(struct worker *w, const char *service, int json, struct sbuf *sb)
 {
     struct timeval now;
@@ -436,14 +423,14 @@ static void admin_conns(struct worker *w, const char *service, int json, struct 
         if (json) {
             sb_addf(sb, "{\"id\":%llu,\"worker\":%d,\"service\":\"", (unsigned long long)c->id,
                     w->id);
-            json_escape(sb, c->svc->name);
+            sb_add_json(sb, c->svc->name);
             sb_adds(sb, "\",\"peer\":\"");
-            json_escape(sb, c->peer);
+            sb_add_json(sb, c->peer);
             sb_addf(sb,
                     "\",\"age_s\":%lld,\"idle_s\":%lld,\"bytes_in\":%llu,\"bytes_out\":%llu,"
                     "\"state\":\"",
                     age, idle, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
-            json_escape(sb, what);
+            sb_add_json(sb, what);
             sb_adds(sb, "\"}\n");
         } else {
             for (char *p = what; *p; p++)

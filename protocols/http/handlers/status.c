@@ -61,8 +61,7 @@ static void json_server(struct sbuf *sb, const char *name, const struct srv_sum 
     sb_adds(sb, "{");
     if (name) {
         sb_adds(sb, "\"name\":\"");
-        for (const char *p = name; *p; p++) /* names are config strings: escape " and \ */
-            sb_addf(sb, (*p == '"' || *p == '\\') ? "\\%c" : "%c", *p);
+        sb_add_json(sb, name);
         sb_adds(sb, "\",");
     } else {
         sb_addf(sb, "\"worker\":%d,", worker);
