@@ -40,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -959,6 +961,15 @@ static void set_secrets(struct admin *a, const struct config *cfg)
     a->max_sessions = cfg->admin.max_sessions;
 }
 
+static int is_loopback(const struct listen_addr *a)
+{
+    if (a->family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+    if (a->family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+    return 1;
+}
+
 struct admin *admin_start(struct event_base *base, struct supervisor *sup, const struct config *cfg,
                           char *err, size_t errlen)
 {
@@ -1014,6 +1025,8 @@ struct admin *admin_start(struct event_base *base, struct supervisor *sup, const
             admin_stop(a);
             return NULL;
         }
+        if (!l->is_unix && !is_loopback(addr))
+            log_warn(addr->text, "the admin console listens beyond loopback: keep it firewalled");
         log_info(addr->text, "admin console listening");
     }
     return a;

@@ -19,6 +19,7 @@
 #include <netdb.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,7 +131,7 @@ static int read_reply(char **body, size_t *blen)
 static int send_line(const char *line)
 {
     if (fprintf(out, "%s\n", line) < 0 || fflush(out) != 0) {
-        fprintf(stderr, "medusactl: %s went away: %s\n", where, strerror(errno));
+        fprintf(stderr, "medusactl: %s closed the connection (%s)\n", where, strerror(errno));
         return -1;
     }
     return 0;
@@ -271,6 +272,7 @@ static int interactive(void)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a server that went away is an error message, not a death */
     const char *sock = getenv("MEDUSA_ADMIN_SOCKET"), *addr = NULL, *keyfile = NULL;
     int opt;
     while ((opt = getopt(argc, argv, "+s:a:k:h")) != -1) {

@@ -323,12 +323,22 @@ def main():
     ok("medusactl: one-shot exit codes, JSON untouched, auth over TCP, clear errors, interactive")
 
     # ---- shutdown from the console; medusactl sees the server go away ----
-    rc, out, err = ctl("-s", sock, "shutdown", "graceful")
+    # an interactive medusactl whose server dies mid-session says so
+    p = subprocess.Popen([MEDUSACTL, "-s", sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdin.write("info\n")
+    p.stdin.flush()
+    time.sleep(0.5)
+    rc, out, err = ctl("-s", sock, "shutdown", "now")
     assert rc == 0 and "shutting down" in out
     assert srv.proc.wait(20) == 0
+    p.stdin.write("info\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 3 and "uptime" in out and "closed the connection" in err, (out, err)
     rc, out, err = ctl("-s", sock, "info")
     assert rc == 3
-    ok("shutdown graceful: exit 0; medusactl then says it cannot connect")
+    ok("shutdown now: exit 0; an open medusactl says the server went away, a new one cannot connect")
 
 
 if __name__ == "__main__":
