@@ -1007,7 +1007,7 @@ struct admin *admin_start(struct event_base *base, struct supervisor *sup, const
                 }
             }
         }
-        l->fd = listener_open(addr, 16, err, errlen);
+        l->fd = listener_open(addr, 128, err, errlen); /* scripts may connect in bursts */
         l->next = a->listeners;
         a->listeners = l;
         if (l->fd < 0) {
