@@ -401,6 +401,9 @@ static void *chat_worker_start(struct worker *w)
     cw->proto = protocol_index(&chat_protocol);
     cw->reap_ev = event_new(w->base, -1, 0, reap_cb, cw);
     cw->unblock_ev = evtimer_new(w->base, unblock_cb, cw);
+    /* A worker started by live scaling learns who is already here. */
+    struct msg m = {.type = MSG_PROTO, .proto = (uint16_t)cw->proto, .sub = CHAT_SYNC};
+    bus_send(BUS_SUPERVISOR, &m);
     return cw;
 }
 
@@ -496,14 +499,27 @@ static struct chat_user *find_user(struct chat_worker *cw, uint64_t conn_id)
     return NULL;
 }
 
+/* Adds a nick to this worker's replica; 0 if it was there already (a
+ * JOINED and the start-up roster may both bring it). */
+static int roster_add(struct chat_worker *cw, struct msg *m)
+{
+    char *nick = m->ptr;
+    void *node = tsearch(nick, &cw->roster, nick_cmp);
+    if (!node) {
+        log_error(NULL, "chat: out of memory tracking %s", nick);
+        return 0;
+    }
+    if (*(char **)node != nick)
+        return 0;  /* already known; m keeps (and frees) its copy */
+    m->ptr = NULL; /* owned by the roster */
+    return 1;
+}
+
 static void on_joined(struct chat_worker *cw, struct msg *m)
 {
     char *nick = m->ptr;
-    if (!tsearch(nick, &cw->roster, nick_cmp)) {
-        log_error(NULL, "chat: out of memory tracking %s", nick);
+    if (!roster_add(cw, m) && (int)m->b != cw->w->id)
         return;
-    }
-    m->ptr = NULL; /* owned by the roster */
     char line[CHAT_NICK_MAX + 16];
     int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
     if ((int)m->b != cw->w->id) {
@@ -569,6 +585,9 @@ static void chat_message(void *state, struct msg *m)
         break;
     case CHAT_LINE:
         say_local(cw, NULL, m->ptr, m->len);
+        break;
+    case CHAT_ROSTER:
+        roster_add(cw, m);
         break;
     default:
         log_error(NULL, "chat: unexpected message %u", m->sub);

@@ -12,6 +12,7 @@
  *   supervisor --CHAT_JOINED(conn, worker, nick)--> all workers
  *   worker --CHAT_LEAVE(nick)--> supervisor --CHAT_LEFT(nick)--> all workers
  *   worker --CHAT_LINE(text)--> every other worker
+ *   new worker --CHAT_SYNC--> supervisor --CHAT_ROSTER(nick)...--> it
  *
  * The supervisor sends JOINED to the joiner's own worker last, so every
  * other worker has it queued before the user can speak: every worker hears
@@ -30,6 +31,8 @@ enum chat_msg {
     CHAT_LEAVE,
     CHAT_LEFT,
     CHAT_LINE,
+    CHAT_SYNC,   /* worker -> supervisor: a new worker wants the roster */
+    CHAT_ROSTER, /* supervisor -> that worker: one nick already in the room */
 };
 
 #define CHAT_NICK_MAX 32

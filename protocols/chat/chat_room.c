@@ -71,6 +71,17 @@ void chat_room_stop(void *arg)
     free(r);
 }
 
+struct sync_walk {
+    int to;
+};
+
+static void sync_one(const void *node, VISIT v, void *arg)
+{
+    const struct sync_walk *sw = arg;
+    if (v == postorder || v == leaf)
+        chat_send_str(sw->to, CHAT_ROSTER, 0, 0, *(char *const *)node);
+}
+
 void chat_room_message(void *arg, struct msg *m)
 {
     struct room *r = arg;
@@ -107,6 +118,13 @@ void chat_room_message(void *arg, struct msg *m)
         to_all_workers(CHAT_LEFT, 0, m->from, nick, 0);
         log_info("chat", "%s left (%zu in the room)", nick, r->count);
         free(owned);
+        break;
+    }
+    case CHAT_SYNC: {
+        /* A worker started after users joined (live scaling): give it the
+         * room. Later JOINED/LEFT come after these, from the same sender. */
+        struct sync_walk sw = {m->from};
+        twalk_r(r->nicks, sync_one, &sw);
         break;
     }
     default:

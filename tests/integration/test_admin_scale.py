@@ -81,6 +81,19 @@ def main():
         assert "%d worker" % n in out, out
         ids, ws = running(sock)
         assert len(ids) == n, ws
+        if n == 4:
+            # a user on a worker started just now sees who was already here
+            for k in range(40):
+                late = ChatClient(("127.0.0.1", chat_port))
+                welcome = late.join("late%d" % k)
+                where = [c["worker"] for c in json.loads(ctl(sock, "conns", "chat", "json"))
+                         if c["state"].startswith("late%d," % k)]
+                if where and where[0] in (3, 4):
+                    break
+                late.close()
+            assert where and where[0] in (3, 4), "no chat client landed on a new worker"
+            assert all("user%d" % i in welcome for i in range(12)), welcome
+            late.close()
         before = sum(t.ok for t in loads)
         wait_for(lambda: sum(t.ok for t in loads) > before + 300, 30, "load after set %d" % n)
     for t in loads:
