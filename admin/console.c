@@ -51,6 +51,8 @@
 #define MAX_LINE 8192
 #define MAX_WORDS 16
 #define FAIL_DELAY_MS 1000
+#define AUTH_S 10  /* seconds a TCP session has to authenticate */
+#define IDLE_S 600 /* seconds an idle session is kept */
 
 enum level { L_NONE, L_OPERATOR, L_ADMIN };
 static const char *const level_names[] = {"none", "operator", "admin"};
@@ -748,6 +750,8 @@ static void authenticate(struct session *s, int argc, char **argv)
         s->level = L_OPERATOR;
     if (s->level) {
         memset(s->challenge, 0, sizeof s->challenge); /* one use only */
+        struct timeval idle = {IDLE_S, 0};
+        bufferevent_set_timeouts(s->bev, &idle, &idle);
         log_info(s->peer, "admin session authenticated (%s)", level_names[s->level]);
         replyf(s, 200, "authenticated as %s\n", level_names[s->level]);
         return;
@@ -925,8 +929,9 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         a->sessions = s;
         a->nsessions++;
         bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-        /* An idle console session does not hold a slot for ever. */
-        struct timeval idle = {600, 0};
+        /* An idle console session does not hold a slot for ever, and one
+         * that has not authenticated holds it only briefly. */
+        struct timeval idle = {l->is_unix ? IDLE_S : AUTH_S, 0};
         bufferevent_set_timeouts(bev, &idle, &idle);
         if (a->nsessions > a->max_sessions) {
             log_warn(peer, "admin session refused: %u sessions already", a->max_sessions);

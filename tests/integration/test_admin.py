@@ -259,7 +259,13 @@ def main():
     st, body = m.cmd("workers")
     assert st == 401 and m.closed()
     srv.wait_log("admin authentication failed")
-    ok("TCP auth: admin and operator levels; wrong, replayed and missing answers refused")
+    # a session that never authenticates is closed after 10 s, freeing its slot
+    q = Admin(("127.0.0.1", admin_port), timeout=20)
+    q.frame()
+    t0 = time.monotonic()
+    assert q.closed(15) and 8 <= time.monotonic() - t0 <= 14
+    ok("TCP auth: admin and operator levels; wrong, replayed and missing answers refused; "
+       "an unauthenticated session is closed after 10 s")
 
     # ---- hostile input ----
     h = Admin(sock)
