@@ -791,6 +791,35 @@ static struct worker *find_running(struct supervisor *s, int id)
     return NULL;
 }
 
+/* Every running worker ends with as many sockets of each TCP listener as
+ * the one holding most, so the kernel's hashing spreads connections evenly
+ * (extra sockets in a SO_REUSEPORT group cost nothing; closing one would
+ * lose its queue). */
+static void equalize(struct supervisor *s)
+{
+    for (struct sup_listener *l = s->listeners; l; l = l->next) {
+        if (l->addr.family == AF_UNIX)
+            continue;
+        int most = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            if (!s->workers[i]->draining && l->held[s->workers[i]->id] > most)
+                most = l->held[s->workers[i]->id];
+        for (int i = 0; i < s->nworkers; i++) {
+            struct worker *w = s->workers[i];
+            while (!w->draining && l->held[w->id] < most) {
+                char err[256];
+                int fd = listener_open(&l->addr, s->cfg->backlog, err, sizeof err);
+                if (fd < 0) {
+                    log_error(l->addr.text, "worker %d gets no extra socket: %s", w->id, err);
+                    break;
+                }
+                l->held[w->id]++;
+                send_listener(w->id, l->id, fd, l->service, l->addr.text, l->disabled);
+            }
+        }
+    }
+}
+
 int sup_scale(struct supervisor *s, int n, char *msg, size_t len)
 {
     if (s->stopping) {
@@ -826,6 +855,7 @@ int sup_scale(struct supervisor *s, int n, char *msg, size_t len)
         run--;
         drained++;
     }
+    equalize(s);
     snprintf(msg, len, "%d worker%s running: %d started, %d draining\n", run, run == 1 ? "" : "s",
              started, drained);
     log_info(NULL, "workers set %d: %d started, %d draining", n, started, drained);
@@ -857,6 +887,7 @@ int sup_drain(struct supervisor *s, int id, int restart, char *msg, size_t len)
         }
     }
     drain(s, w, target);
+    equalize(s);
     if (restart)
         snprintf(msg, len, "worker %d draining; worker %d took its place\n", id, target);
     else
