@@ -324,6 +324,7 @@ static void on_drain(struct worker *w, unsigned grace_ms, int target)
         listener_free(l);
     }
     log_info(NULL, "draining: listeners handed to worker %d", target);
+    w->handing_over = 1;
     on_stop(w, grace_ms);
 }
 

@@ -43,6 +43,7 @@ struct worker {
     struct timespec lag_due; /* when lag_ev should fire */
     int accept_paused;       /* listeners off: at worker_connections or out of descriptors */
     int stopping;
+    int handing_over;           /* stopping because it is being drained, not the server */
     int draining;               /* the supervisor's mark: leaving (supervisor thread only) */
     struct worker_stats *stats; /* stats_slot(id) */
 };

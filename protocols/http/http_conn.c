@@ -1133,8 +1133,14 @@ void http_stopping(void *state, struct conn *c, unsigned grace_ms)
     (void)state;
     (void)grace_ms;
     struct http_conn *hc = c->proto_ctx;
-    hc->stopping = 1;
-    if (hc->state == HC_IDLE)
+    hc->stopping = 1; /* the next answer says Connection: close */
+    /* Closing an idle keep-alive connection races with a request the client
+     * may be sending on it, and a client that does not retry sees a failure.
+     * When the whole server stops, that is the price of stopping promptly
+     * (nginx pays it too). When one worker is drained for scaling, the
+     * server goes on: idle connections stay until their next answer (with
+     * Connection: close), their keep-alive timeout or the grace period. */
+    if (hc->state == HC_IDLE && !c->w->handing_over)
         hc_close(hc);
 }
 

@@ -3,6 +3,7 @@ while client threads open a new HTTP connection per request (every one
 must succeed) and long-lived chat sessions stay connected; then worker
 drain and worker restart, and a drained worker's chat users are told and
 closed at the grace period while everyone else carries on."""
+import http.client
 import json
 import os
 import socket
@@ -25,13 +26,19 @@ def ctl(sock, *args):
 
 
 class Load(threading.Thread):
-    def __init__(self):
+    """New connection per request, or (keepalive) one http.client
+    connection reused for as long as the server keeps it; no retries."""
+
+    def __init__(self, keepalive=False):
         super().__init__(daemon=True)
         self.stop = False
         self.ok = 0
         self.failures = []
+        self.keepalive = keepalive
 
     def run(self):
+        if self.keepalive:
+            return self.run_keepalive()
         while not self.stop:
             try:
                 c = RawHTTP(http_port, timeout=10)
@@ -44,6 +51,23 @@ class Load(threading.Thread):
                     self.ok += 1
             except Exception as e:  # noqa: BLE001 - every failure counts
                 self.failures.append(repr(e))
+
+
+    def run_keepalive(self):
+        c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        while not self.stop:
+            try:
+                c.request("GET", "/index.html")
+                r = c.getresponse()
+                body = r.read()
+                if r.status != 200 or body != b"hello\n":
+                    self.failures.append(r.status)
+                else:
+                    self.ok += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.failures.append(repr(e))
+                c.close()
+        c.close()
 
 
 def running(sock):
@@ -71,7 +95,7 @@ def main():
         u = ChatClient(("127.0.0.1", chat_port))
         u.join("user%d" % i)
         users.append(u)
-    loads = [Load() for _ in range(6)]
+    loads = [Load() for _ in range(4)] + [Load(keepalive=True) for _ in range(4)]
     for t in loads:
         t.start()
     wait_for(lambda: sum(t.ok for t in loads) > 200, 20, "load running")
@@ -122,11 +146,11 @@ def main():
     users[0].send_line("still here?")
     for u in users[1:]:
         assert u.read_until(b"user0: still here?\r\n")
-    ok("workers set 2 -> 4 -> 1 -> 3 under load: %d requests, 0 failed; 12 chat sessions kept"
-       % served)
+    ok("workers set 2 -> 4 -> 1 -> 3 under load (new and keep-alive connections): %d requests, "
+       "0 failed; 12 chat sessions kept" % served)
 
     # worker restart: a fresh worker takes the place, no request fails meanwhile
-    loads = [Load() for _ in range(4)]
+    loads = [Load() for _ in range(2)] + [Load(keepalive=True) for _ in range(2)]
     for t in loads:
         t.start()
     victim = ids[0]
