@@ -3,9 +3,10 @@
 
 Each server gets one worker pinned to CPU 0, wrk is pinned to CPU 1, the files
 are the same, access logs are off. Runs are interleaved (every server, every
-scenario, then again, the order of servers rotating each round) and the median
-of the rounds is reported, with the ratio to nginx. Then memory: 10,000 idle keep-alive connections, RSS growth per
-connection.
+scenario, then again, the order of servers rotating each round). Requests/s
+are the median of the rounds; the ratio to nginx is the median of the
+per-round ratios. Then, on fresh servers: memory (10,000 idle keep-alive
+connections, RSS growth per connection) and 10,000 concurrent connections.
 
     tests/bench/http_bench.py build/medusad [--rounds 5] [--duration 5]
 
@@ -272,9 +273,14 @@ def main():
         print("|---" * (1 + len(servers) + len(servers) - 1) + "|")
         for name, _, _ in chosen:
             med = {s.name: statistics.median(results[(s.name, name)]) for s in servers}
+            # the ratio is taken within each round (the runs sat side by side
+            # in time) and its median reported: steadier than a ratio of
+            # medians on a machine whose speed drifts between rounds
+            ratio = {s.name: statistics.median(
+                a / b for a, b in zip(results[(s.name, name)], results[("nginx", name)]))
+                for s in servers}
             print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
-                  " | ".join("%.2f" % (med[s.name] / med["nginx"]) for s in servers
-                             if s.name != "nginx") + " |")
+                  " | ".join("%.2f" % ratio[s.name] for s in servers if s.name != "nginx") + " |")
         for srv in servers:
             srv.stop()
         servers = []
