@@ -1,0 +1,469 @@
+/*
+ * The console's commands: each parses its words, acts through the
+ * supervisor's functions (core/supervisor.h) and answers with one reply.
+ * Supervisor thread only.
+ */
+#include "admin/console_impl.h"
+
+#include "core/bus.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/stats.h"
+#include "core/supervisor.h"
+#include "protocols/http/http.h"
+#include "protocols/protocol.h"
+#include "version.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int is_json(int *argc, char **argv)
+{
+    if (*argc > 1 && strcmp(argv[*argc - 1], "json") == 0) {
+        (*argc)--;
+        return 1;
+    }
+    return 0;
+}
+
+static void json_str(struct sbuf *sb, const char *s)
+{
+    sb_adds(sb, "\"");
+    sb_add_json(sb, s);
+    sb_adds(sb, "\"");
+}
+
+static void cmd_help(struct session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    struct sbuf sb = {0};
+    sb_adds(&sb, "commands (level; listing commands take a trailing 'json'):\n");
+    for (const struct command *c = admin_commands; c->name; c++)
+        sb_addf(&sb, "  %-34s %-8s %s\n", c->usage, admin_level_names[c->level], c->help);
+    admin_send_sb(s, 200, &sb);
+}
+
+struct totals {
+    uint64_t accepted, active, closed, bytes_in, bytes_out, errors, requests;
+};
+
+static void add_totals(struct totals *t, int id)
+{
+    struct worker_stats *w = stats_slot(id);
+    t->accepted += stat_get(&w->accepted);
+    t->active += stat_get(&w->active);
+    t->closed += stat_get(&w->closed);
+    t->bytes_in += stat_get(&w->bytes_in);
+    t->bytes_out += stat_get(&w->bytes_out);
+    t->errors += stat_get(&w->errors);
+    t->requests += stat_get(&w->requests);
+}
+
+static void cmd_info(struct session *s, int argc, char **argv)
+{
+    int json = is_json(&argc, argv);
+    struct sup_worker_view v[BUS_MAX_WORKERS];
+    int n = sup_workers(s->a->sup, v, BUS_MAX_WORKERS);
+    struct totals t = {0};
+    for (int i = 0; i < n; i++)
+        add_totals(&t, v[i].id);
+    long long uptime = (long long)time(NULL) - stats_started();
+    struct sbuf sb = {0};
+    if (json) {
+        sb_addf(&sb, "{\"version\":\"%s\",\"pid\":%d,\"uptime_seconds\":%lld,\"config\":",
+                MEDUSA_VERSION, (int)getpid(), uptime);
+        json_str(&sb, sup_config_path(s->a->sup));
+        sb_addf(&sb,
+                ",\"workers\":%d,\"connections_accepted\":%llu,\"connections_active\":%llu,"
+                "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu}\n",
+                n, (unsigned long long)t.accepted, (unsigned long long)t.active,
+                (unsigned long long)t.requests, (unsigned long long)t.bytes_in,
+                (unsigned long long)t.bytes_out, (unsigned long long)t.errors);
+    } else {
+        sb_addf(&sb,
+                "version      %s\npid          %d\nuptime       %lld s\nconfig       %s\n"
+                "workers      %d\naccepted     %llu\nactive       %llu\nrequests     %llu\n"
+                "bytes in     %llu\nbytes out    %llu\nerrors       %llu\n",
+                MEDUSA_VERSION, (int)getpid(), uptime, sup_config_path(s->a->sup), n,
+                (unsigned long long)t.accepted, (unsigned long long)t.active,
+                (unsigned long long)t.requests, (unsigned long long)t.bytes_in,
+                (unsigned long long)t.bytes_out, (unsigned long long)t.errors);
+    }
+    admin_send_sb(s, 200, &sb);
+}
+
+static void cmd_workers(struct session *s, int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "set") == 0) {
+        char *end = NULL;
+        long n = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+        if (argc != 3 || *end || n < 1 || n > BUS_MAX_WORKERS) {
+            admin_replyf(s, 400, "usage: workers set N  (1 to %d)\n", BUS_MAX_WORKERS);
+            return;
+        }
+        if (s->level < L_ADMIN) {
+            admin_replyf(s, 401, "'workers set' needs level admin; this session is operator\n");
+            return;
+        }
+        char msg[256];
+        log_warn(s->peer, "workers set %ld from the console", n);
+        if (sup_scale(s->a->sup, (int)n, msg, sizeof msg) < 0)
+            admin_replyf(s, 500, "%s\n", msg);
+        else
+            admin_replyf(s, 200, "%s", msg);
+        return;
+    }
+    int json = is_json(&argc, argv);
+    if (argc > 1) {
+        admin_replyf(s, 400, "usage: workers [json] | workers set N\n");
+        return;
+    }
+    struct sup_worker_view v[BUS_MAX_WORKERS];
+    int n = sup_workers(s->a->sup, v, BUS_MAX_WORKERS);
+    struct sbuf sb = {0};
+    if (json)
+        sb_adds(&sb, "[");
+    else
+        sb_addf(&sb, "%-6s %-9s %8s %10s %10s %14s %14s %6s %8s\n", "id", "state", "active",
+                "accepted", "requests", "bytes_in", "bytes_out", "inbox", "lag_ms");
+    for (int i = 0; i < n; i++) {
+        struct worker_stats *w = stats_slot(v[i].id);
+        unsigned long long act = stat_get(&w->active), acc = stat_get(&w->accepted),
+                           req = stat_get(&w->requests), bin = stat_get(&w->bytes_in),
+                           bout = stat_get(&w->bytes_out), clo = stat_get(&w->closed);
+        double lag = (double)stat_get(&w->lag_us) / 1000.0;
+        size_t inbox = bus_inbox_depth(v[i].id);
+        if (json)
+            sb_addf(&sb,
+                    "%s{\"id\":%d,\"state\":\"%s\",\"active\":%llu,\"accepted\":%llu,"
+                    "\"closed\":%llu,\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                    "\"inbox\":%zu,\"lag_ms\":%.1f}",
+                    i ? "," : "", v[i].id, v[i].state, act, acc, clo, req, bin, bout, inbox, lag);
+        else
+            sb_addf(&sb, "%-6d %-9s %8llu %10llu %10llu %14llu %14llu %6zu %8.1f\n", v[i].id,
+                    v[i].state, act, acc, req, bin, bout, inbox, lag);
+    }
+    if (json)
+        sb_adds(&sb, "]\n");
+    admin_send_sb(s, 200, &sb);
+}
+
+struct listing {
+    struct sbuf sb;
+    int json, count;
+};
+
+static void list_one(void *arg, uint32_t id, const char *service, const char *text, int enabled)
+{
+    struct listing *l = arg;
+    if (l->json) {
+        sb_addf(&l->sb, "%s{\"id\":%u,\"service\":", l->count ? "," : "", id);
+        json_str(&l->sb, service);
+        sb_adds(&l->sb, ",\"address\":");
+        json_str(&l->sb, text);
+        sb_addf(&l->sb, ",\"state\":\"%s\"}", enabled ? "enabled" : "disabled");
+    } else {
+        sb_addf(&l->sb, "%-6u %-16s %-9s %s\n", id, service, enabled ? "enabled" : "disabled",
+                text);
+    }
+    l->count++;
+}
+
+static void cmd_worker(struct session *s, int argc, char **argv)
+{
+    int restart = argc == 3 && strcmp(argv[1], "restart") == 0;
+    char *end = NULL;
+    long id = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+    if (argc != 3 || (!restart && strcmp(argv[1], "drain") != 0) || *end || id < 1) {
+        admin_replyf(s, 400, "usage: worker drain ID | worker restart ID\n");
+        return;
+    }
+    char msg[256];
+    log_warn(s->peer, "worker %s %ld from the console", argv[1], id);
+    if (sup_drain(s->a->sup, (int)id, restart, msg, sizeof msg) < 0)
+        admin_replyf(s, 400, "%s\n", msg);
+    else
+        admin_replyf(s, 200, "%s", msg);
+}
+
+static void cmd_listeners(struct session *s, int argc, char **argv)
+{
+    struct listing l = {.json = is_json(&argc, argv)};
+    if (argc > 1) {
+        admin_replyf(s, 400, "usage: listeners [json]\n");
+        return;
+    }
+    if (l.json)
+        sb_adds(&l.sb, "[");
+    else
+        sb_addf(&l.sb, "%-6s %-16s %-9s %s\n", "id", "service", "state", "address");
+    sup_each_listener(s->a->sup, list_one, &l);
+    if (l.json)
+        sb_adds(&l.sb, "]\n");
+    admin_send_sb(s, 200, &l.sb);
+}
+
+static void cmd_stats(struct session *s, int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 2 || (argc == 2 && strcmp(argv[1], "json") != 0)) {
+        admin_replyf(s, 400, "usage: stats [json]  (always JSON)\n");
+        return;
+    }
+    struct sbuf sb = {0};
+    http_status_json(sup_config(s->a->sup), &sb);
+    admin_send_sb(s, 200, &sb);
+}
+
+static void cmd_reload(struct session *s, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        admin_replyf(s, 400, "usage: reload\n");
+        return;
+    }
+    char err[CONFIG_ERR_MAX];
+    if (sup_reload(s->a->sup, err, sizeof err) < 0)
+        admin_replyf(s, 500, "reload failed: %s\nthe old configuration is still active\n", err);
+    else
+        admin_replyf(s, 200, "configuration reloaded\n");
+}
+
+static void cmd_config(struct session *s, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        admin_replyf(s, 400, "usage: config\n");
+        return;
+    }
+    const struct config *c = sup_config(s->a->sup);
+    struct sbuf sb = {0};
+    sb_addf(&sb, "# %s (as loaded; secrets are in their own files and not shown)\n", c->path);
+    sb_adds(&sb, c->text ? c->text : "");
+    if (sb.len && sb.p[sb.len - 1] != '\n')
+        sb_adds(&sb, "\n");
+    admin_send_sb(s, 200, &sb);
+}
+
+static void tail_line(void *arg, const char *line)
+{
+    sb_adds(arg, line);
+    sb_adds(arg, "\n");
+}
+
+static void cmd_log(struct session *s, int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "tail") == 0 && argc <= 3) {
+        long n = 20;
+        if (argc == 3) {
+            char *end;
+            n = strtol(argv[2], &end, 10);
+            if (*end || n < 1 || n > 256) {
+                admin_replyf(s, 400, "usage: log tail [N]  (N from 1 to 256)\n");
+                return;
+            }
+        }
+        struct sbuf sb = {0};
+        log_tail((size_t)n, tail_line, &sb);
+        admin_send_sb(s, 200, &sb);
+        return;
+    }
+    if (s->level < L_ADMIN && argc >= 2) {
+        admin_replyf(s, 401, "'log %s' needs level admin; this session is operator\n", argv[1]);
+        return;
+    }
+    if (argc == 3 && strcmp(argv[1], "level") == 0) {
+        int lv = log_level_parse(argv[2]);
+        if (lv < 0) {
+            admin_replyf(s, 400, "log level: one of error, warn, info, debug\n");
+            return;
+        }
+        log_set_level((enum log_level)lv);
+        log_warn(s->peer, "log level set to %s from the console", argv[2]);
+        admin_replyf(s, 200, "log level is %s\n", argv[2]);
+        return;
+    }
+    if (argc == 2 && strcmp(argv[1], "reopen") == 0) {
+        if (sup_reopen_logs(s->a->sup) < 0)
+            admin_replyf(s, 500, "a log file could not be reopened; see the error log\n");
+        else
+            admin_replyf(s, 200, "log files reopened\n");
+        return;
+    }
+    admin_replyf(s, 400, "usage: log level LEVEL | log reopen | log tail [N]\n");
+}
+
+int admin_query_format(const struct query *q, struct sbuf *out)
+{
+    int status = 200;
+    switch (q->kind) {
+    case ADMIN_CONNS:
+        if (q->json) {
+            /* workers send one object per line: join them into an array */
+            sb_adds(out, "[");
+            int first = 1;
+            for (char *line = q->sb.p, *nl; line && *line; line = nl + 1) {
+                nl = strchr(line, '\n');
+                if (!nl)
+                    break;
+                if (!first)
+                    sb_adds(out, ",");
+                sb_add(out, line, (size_t)(nl - line));
+                first = 0;
+            }
+            sb_adds(out, "]\n");
+        } else {
+            sb_addf(out, "%-20s %-6s %-12s %-24s %6s %6s %10s %10s %s\n", "id", "worker", "service",
+                    "peer", "age_s", "idle_s", "bytes_in", "bytes_out", "state");
+            sb_add(out, q->sb.p ? q->sb.p : "", q->sb.len);
+        }
+        break;
+    case ADMIN_KILL:
+        if (q->sum)
+            sb_addf(out, "connection %s closed\n", q->what);
+        else {
+            status = 400;
+            sb_addf(out, "no connection %s\n", q->what);
+        }
+        break;
+    case ADMIN_LISTENER_OFF:
+    case ADMIN_LISTENER_ON:
+        sb_addf(out, "%s %s on %llu worker socket%s\n", q->what,
+                q->kind == ADMIN_LISTENER_OFF ? "disabled: no new connections, existing ones go on"
+                                              : "enabled",
+                (unsigned long long)q->sum, q->sum == 1 ? "" : "s");
+        break;
+    }
+    return status;
+}
+
+static void cmd_conns(struct session *s, int argc, char **argv)
+{
+    int json = is_json(&argc, argv);
+    int worker = 0;
+    const char *service = NULL;
+    for (int i = 1; i < argc; i++) {
+        char *end;
+        long n = strtol(argv[i], &end, 10);
+        if (!*end && !worker && n > 0) {
+            if (!admin_worker_exists(s, (int)n)) {
+                admin_replyf(s, 400, "no worker %ld\n", n);
+                return;
+            }
+            worker = (int)n;
+        } else if (!service && *end) {
+            service = argv[i];
+        } else {
+            admin_replyf(s, 400, "usage: conns [WORKER] [SERVICE] [json]\n");
+            return;
+        }
+    }
+    admin_ask(s, ADMIN_CONNS, worker, (uint64_t)json, service, NULL, json);
+}
+
+static void cmd_kill(struct session *s, int argc, char **argv)
+{
+    char *end = NULL;
+    unsigned long long id = argc == 2 ? strtoull(argv[1], &end, 10) : 0;
+    if (argc != 2 || *end || !id) {
+        admin_replyf(s, 400, "usage: kill CONNECTION_ID  (ids from 'conns')\n");
+        return;
+    }
+    int worker = (int)(id >> 48);
+    if (!admin_worker_exists(s, worker)) {
+        admin_replyf(s, 400, "no connection %llu\n", id);
+        return;
+    }
+    log_warn(s->peer, "kill connection %llu from the console", id);
+    admin_ask(s, ADMIN_KILL, worker, id, NULL, argv[1], 0);
+}
+
+static void cmd_listener(struct session *s, int argc, char **argv)
+{
+    int on = argc == 3 && strcmp(argv[1], "enable") == 0;
+    if (argc != 3 || (!on && strcmp(argv[1], "disable") != 0)) {
+        admin_replyf(s, 400, "usage: listener disable|enable ADDRESS|SERVICE\n");
+        return;
+    }
+    uint32_t ids[64];
+    int n = sup_listener_enable(s->a->sup, argv[2], on, ids, 64);
+    if (n == 0) {
+        admin_replyf(s, 400, "no listener or service '%.64s'; see 'listeners'\n", argv[2]);
+        return;
+    }
+    log_warn(s->peer, "listener %s %s from the console", argv[2], on ? "enabled" : "disabled");
+    /* One question per listener id; ask() handles one at a time, so a
+     * service with several listeners is told in one go per id here. */
+    for (int i = 1; i < n && i < 64; i++)
+        sup_ask_workers(s->a->sup, 0, on ? ADMIN_LISTENER_ON : ADMIN_LISTENER_OFF, 0, ids[i], NULL);
+    admin_ask(s, on ? ADMIN_LISTENER_ON : ADMIN_LISTENER_OFF, 0, ids[0], NULL, argv[2], 0);
+}
+
+static void cmd_proto(struct session *s, int argc, char **argv)
+{
+    for (int i = 0; protocols_all[i]; i++) {
+        const struct protocol *p = protocols_all[i];
+        if (strcmp(p->name, argv[0]) != 0 || !p->sup_admin)
+            continue;
+        if (argc > 1 && strcmp(argv[1], "say") == 0 && s->level < L_ADMIN) {
+            admin_replyf(s, 401, "'%s say' needs level admin; this session is %s\n", argv[0],
+                         admin_level_names[s->level]);
+            return;
+        }
+        struct sbuf sb = {0};
+        int st = p->sup_admin(sup_proto_state(s->a->sup, i), argc, argv, &sb);
+        if (st == 200 && argc > 1 && strcmp(argv[1], "say") == 0)
+            log_warn(s->peer, "chat notice from the console");
+        admin_send_sb(s, st, &sb);
+        return;
+    }
+    admin_replyf(s, 400, "unknown command '%.64s'; try 'help'\n", argv[0]);
+}
+
+static void cmd_shutdown(struct session *s, int argc, char **argv)
+{
+    int now = argc == 2 && strcmp(argv[1], "now") == 0;
+    if (argc > 2 || (argc == 2 && !now && strcmp(argv[1], "graceful") != 0)) {
+        admin_replyf(s, 400, "usage: shutdown [graceful|now]\n");
+        return;
+    }
+    unsigned grace = now ? 0 : sup_config(s->a->sup)->grace_ms;
+    admin_replyf(s, 200, "shutting down (%s)\n", now ? "now" : "graceful");
+    log_warn(s->peer, "shutdown (%s) from the console", now ? "now" : "graceful");
+    sup_stop(s->a->sup, grace);
+}
+
+static void cmd_quit(struct session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    admin_replyf(s, 200, "bye\n");
+    admin_close_after_write(s);
+}
+
+const struct command admin_commands[] = {
+    {"help", L_OPERATOR, "help", "this list", cmd_help},
+    {"info", L_OPERATOR, "info [json]", "version, pid, uptime, config, totals", cmd_info},
+    {"workers", L_OPERATOR, "workers [json] | workers set N",
+     "per worker state and counters; scale live (set: admin)", cmd_workers},
+    {"worker", L_ADMIN, "worker drain ID | worker restart ID",
+     "stop one taking connections, finish its sessions", cmd_worker},
+    {"listeners", L_OPERATOR, "listeners [json]", "open listeners", cmd_listeners},
+    {"stats", L_OPERATOR, "stats", "every counter as JSON (as /status.json)", cmd_stats},
+    {"config", L_OPERATOR, "config", "the active configuration", cmd_config},
+    {"log", L_OPERATOR, "log tail [N] | level L | reopen", "recent lines (level, reopen: admin)",
+     cmd_log},
+    {"conns", L_OPERATOR, "conns [WORKER] [SERVICE] [json]", "open connections", cmd_conns},
+    {"kill", L_ADMIN, "kill ID", "close one connection", cmd_kill},
+    {"listener", L_ADMIN, "listener disable|enable ADDR|NAME",
+     "stop/resume accepting (connections kept)", cmd_listener},
+    {"chat", L_OPERATOR, "chat who | chat say MESSAGE", "the room (say: admin)", cmd_proto},
+    {"reload", L_ADMIN, "reload", "reload the configuration; says the outcome", cmd_reload},
+    {"shutdown", L_ADMIN, "shutdown [graceful|now]", "stop the server", cmd_shutdown},
+    {"quit", L_NONE, "quit", "end this session", cmd_quit},
+    {NULL, 0, NULL, NULL, NULL},
+};
