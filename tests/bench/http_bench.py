@@ -163,6 +163,13 @@ def wrk(port, path, extra, duration, conns):
     return rps, (errs.group(1) if errs else ""), int(non2xx.group(1)) if non2xx else 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU of a process (all its threads) so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -255,18 +262,25 @@ def main():
             h = start_h2o(root, tmp)
             if h:
                 servers.append(h)
-        results = {}
+        results, costs = {}, {}
         chosen = [sc for sc in SCENARIOS if sc[0] in args.scenarios.split(",")]
         for rnd in range(args.rounds):
             # rotate who goes first, so no server always runs after another
             order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
             for name, path, extra in chosen:
                 for srv in order:
+                    pid = srv.worker_pid()
+                    cpu0 = cpu_seconds(pid)
                     rps, errs, non2xx = wrk(srv.port, path, extra, args.duration,
                                             args.connections)
+                    cpu = cpu_seconds(pid) - cpu0
                     results.setdefault((srv.name, name), []).append(rps)
-                    print("round %d %-6s %-6s %10.0f req/s %s" %
-                          (rnd + 1, srv.name, name, rps, errs), flush=True)
+                    # server CPU per request: what the server spends, whoever
+                    # is the bottleneck (wrk's core often is)
+                    us = cpu * 1e6 / max(rps * args.duration, 1)
+                    costs.setdefault((srv.name, name), []).append(us)
+                    print("round %d %-6s %-6s %10.0f req/s %7.1f us CPU/request %s" %
+                          (rnd + 1, srv.name, name, rps, us, errs), flush=True)
         print()
         print("| scenario | " + " | ".join("%s req/s" % s.name for s in servers) +
               " | " + " | ".join("%s / nginx" % s.name for s in servers if s.name != "nginx") + " |")
@@ -280,6 +294,19 @@ def main():
                 a / b for a, b in zip(results[(s.name, name)], results[("nginx", name)]))
                 for s in servers}
             print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
+                  " | ".join("%.2f" % ratio[s.name] for s in servers if s.name != "nginx") + " |")
+        print()
+        print("Server CPU per request (us; lower is better), and nginx's cost over each server's:")
+        print()
+        print("| scenario | " + " | ".join("%s us" % s.name for s in servers) +
+              " | " + " | ".join("nginx / %s" % s.name for s in servers if s.name != "nginx") + " |")
+        print("|---" * (1 + len(servers) + len(servers) - 1) + "|")
+        for name, _, _ in chosen:
+            med = {s.name: statistics.median(costs[(s.name, name)]) for s in servers}
+            ratio = {s.name: statistics.median(
+                b / a for a, b in zip(costs[(s.name, name)], costs[("nginx", name)]))
+                for s in servers}
+            print("| %s | " % name + " | ".join("%.1f" % med[s.name] for s in servers) + " | " +
                   " | ".join("%.2f" % ratio[s.name] for s in servers if s.name != "nginx") + " |")
         for srv in servers:
             srv.stop()
