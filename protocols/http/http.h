@@ -174,7 +174,6 @@ struct http_req {
 };
 
 /* Worker-side helpers for handlers. */
-const struct http_str *http_header(const struct http_req *r, const char *name);
 const char *http_method_name(const struct http_req *r);
 
 /* Building a response: start, headers, then exactly one of the finishers. */

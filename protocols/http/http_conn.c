@@ -711,21 +711,6 @@ void http_redirect(struct http_req *r, int status, const char *location, size_t 
     sb_free(&sb);
 }
 
-const struct http_str *http_header(const struct http_req *r, const char *name)
-{
-    static __thread struct http_str found;
-    size_t nl = strlen(name);
-    for (unsigned i = 0; i < r->nhdrs; i++) {
-        const struct http_hdr *h = &r->hdrs[i];
-        if (h->name_len == nl && strncasecmp(r->buf + h->name, name, nl) == 0) {
-            found.p = r->buf + h->value;
-            found.len = h->value_len;
-            return &found;
-        }
-    }
-    return NULL;
-}
-
 const char *http_method_name(const struct http_req *r)
 {
     return llhttp_method_name((llhttp_method_t)r->method);
