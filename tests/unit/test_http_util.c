@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -183,6 +185,54 @@ static void test_mime(void **state)
     assert_null(mime_load(path, err, sizeof err));
 }
 
+static void test_open_beneath(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/medusa-test-beneath-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[512];
+    snprintf(path, sizeof path, "%s/root", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/root/sub", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/secret", dir);
+    close(open(path, O_WRONLY | O_CREAT, 0600));
+    snprintf(path, sizeof path, "%s/root/sub/file", dir);
+    close(open(path, O_WRONLY | O_CREAT, 0600));
+    snprintf(path, sizeof path, "%s/root/out", dir);
+    assert_int_equal(symlink("../secret", path), 0);
+    snprintf(path, sizeof path, "%s/root/abs", dir);
+    char target[512];
+    snprintf(target, sizeof target, "%s/secret", dir);
+    assert_int_equal(symlink(target, path), 0);
+    snprintf(path, sizeof path, "%s/root/in", dir);
+    assert_int_equal(symlink("sub/file", path), 0);
+    snprintf(path, sizeof path, "%s/root", dir);
+    int root = open(path, O_PATH | O_DIRECTORY);
+    assert_true(root >= 0);
+    int fd = http_open_beneath(root, "sub/file", O_RDONLY, 0);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_true((fd = http_open_beneath(root, "in", O_RDONLY, 0)) >= 0); /* inside: fine */
+    close(fd);
+    assert_true((fd = http_open_beneath(root, "", O_PATH | O_DIRECTORY, 0)) >= 0);
+    close(fd);
+    const char *escapes[] = {"out", "abs", "../secret", "sub/../../secret"};
+    for (size_t i = 0; i < sizeof escapes / sizeof *escapes; i++) {
+        errno = 0;
+        if (http_open_beneath(root, escapes[i], O_RDONLY, 0) >= 0 ||
+            (errno != EXDEV && errno != ELOOP))
+            fail_msg("'%s' was not refused (errno %d)", escapes[i], errno);
+    }
+    assert_true((fd = http_open_beneath(root, "out", O_RDONLY, 1)) >= 0); /* allowed */
+    close(fd);
+    assert_true(http_open_beneath(root, "missing", O_RDONLY, 0) < 0 && errno == ENOENT);
+    close(root);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_sbuf_escape(void **state)
 {
     (void)state;
@@ -203,9 +253,10 @@ static void test_sbuf_escape(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_normalize), cmocka_unit_test(test_dates),
-        cmocka_unit_test(test_ranges),    cmocka_unit_test(test_vhosts),
-        cmocka_unit_test(test_mime),      cmocka_unit_test(test_sbuf_escape),
+        cmocka_unit_test(test_normalize),    cmocka_unit_test(test_dates),
+        cmocka_unit_test(test_ranges),       cmocka_unit_test(test_vhosts),
+        cmocka_unit_test(test_mime),         cmocka_unit_test(test_sbuf_escape),
+        cmocka_unit_test(test_open_beneath),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,22 +4,21 @@
  * which is renamed over the target only when the whole body has arrived:
  * an aborted, oversized or timed-out upload leaves no file behind, and a
  * reader never sees half a file. 201 when the file is new, 204 when it
- * replaced one. Paths are confined like the static handler's: the folder is
- * opened with openat2(RESOLVE_BENEATH), and only existing folders are used.
+ * replaced one. Paths are confined like the static handler's (the folder is
+ * opened with http_open_beneath), and only existing folders are used.
  */
 #include "core/conn.h"
 #include "core/log.h"
 #include "protocols/http/http.h"
+#include "protocols/http/http_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 struct put_conf {
@@ -34,18 +33,6 @@ struct upload {
     char tmp[NAME_MAX + 1];
     char name[NAME_MAX + 1];
 };
-
-static int open_dir_beneath(int rootfd, const char *rel)
-{
-    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-    if (!*rel)
-        rel = ".";
-    int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS) /* no openat2: refuse symlinks altogether */
-        fd = openat(rootfd, rel, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    return fd;
-}
 
 static void upload_free(struct http_req *r, int keep)
 {
@@ -89,7 +76,7 @@ static enum http_action put_on_req(struct http_handler *h, struct http_req *r)
         return HTTP_DONE;
     }
     u->fd = -1;
-    u->dirfd = open_dir_beneath(pc->dirfd, dir);
+    u->dirfd = http_open_beneath(pc->dirfd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     if (u->dirfd < 0) {
         int err = errno;
         free(u);

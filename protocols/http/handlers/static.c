@@ -2,11 +2,9 @@
  * static and userdir handlers: files under a root.
  *
  * Confinement. The request path is already normalised (no "." or "..",
- * no encoded slash, no NUL). Files are opened relative to the root's
- * descriptor with openat2(RESOLVE_BENEATH), so the kernel refuses any
- * resolution, symlinks included, that leaves the root; with
- * allow_symlinks_outside the root is only lexical. Kernels without
- * openat2 get the same answer by checking where the opened file really is.
+ * no encoded slash, no NUL). Files are opened with http_open_beneath(), so
+ * no resolution, symlinks included, leaves the root; with
+ * allow_symlinks_outside the root is only lexical.
  *
  * The open-file cache is per handler and per worker (so no locks): a
  * bounded hash with LRU eviction of open descriptors, their stat, ready-made
@@ -27,15 +25,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <pwd.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,43 +87,6 @@ static uint64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* ---- confined opening ---- */
-
-static _Atomic int openat2_works = 1;
-
-static int open_beneath(int rootfd, const char *rel, int allow_outside)
-{
-    int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
-    if (!*rel)
-        rel = ".";
-    if (allow_outside)
-        return openat(rootfd, rel, flags);
-    if (openat2_works) {
-        struct open_how how = {.flags = (uint64_t)flags,
-                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-        int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
-        if (fd >= 0 || errno != ENOSYS)
-            return fd;
-        openat2_works = 0; /* benign race: every thread learns the same */
-    }
-    /* No openat2: open, then check where the file really is. */
-    int fd = openat(rootfd, rel, flags);
-    if (fd < 0)
-        return -1;
-    char proc[64], root[PATH_MAX], real[PATH_MAX];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", rootfd);
-    ssize_t rl = readlink(proc, root, sizeof root - 1);
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-    ssize_t fl = readlink(proc, real, sizeof real - 1);
-    if (rl < 0 || fl < 0 || fl < rl || memcmp(root, real, (size_t)rl) != 0 ||
-        (fl > rl && real[rl] != '/' && !(rl == 1 && root[0] == '/'))) {
-        close(fd);
-        errno = EXDEV;
-        return -1;
-    }
-    return fd;
 }
 
 /* ---- entries ---- */
@@ -220,7 +178,8 @@ static struct fentry *fentry_load(const struct froot *fr, const char *key, size_
         return NULL;
     memcpy(e->key, key, klen);
     e->refs = 1;
-    e->fd = open_beneath(fr->rootfd, key, fr->conf->allow_outside);
+    e->fd = http_open_beneath(fr->rootfd, key, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+                              fr->conf->allow_outside);
     if (e->fd < 0) {
         e->err = errno;
         return e;
