@@ -389,18 +389,12 @@ static void cmd_listener(struct session *s, int argc, char **argv)
         admin_replyf(s, 400, "usage: listener disable|enable ADDRESS|SERVICE\n");
         return;
     }
-    uint32_t ids[64];
-    int n = sup_listener_enable(s->a->sup, argv[2], on, ids, 64);
-    if (n == 0) {
+    if (sup_listener_enable(s->a->sup, argv[2], on) == 0) {
         admin_replyf(s, 400, "no listener or service '%.64s'; see 'listeners'\n", argv[2]);
         return;
     }
     log_warn(s->peer, "listener %s %s from the console", argv[2], on ? "enabled" : "disabled");
-    /* One question per listener id; ask() handles one at a time, so a
-     * service with several listeners is told in one go per id here. */
-    for (int i = 1; i < n && i < 64; i++)
-        sup_ask_workers(s->a->sup, 0, on ? ADMIN_LISTENER_ON : ADMIN_LISTENER_OFF, 0, ids[i], NULL);
-    admin_ask(s, on ? ADMIN_LISTENER_ON : ADMIN_LISTENER_OFF, 0, ids[0], NULL, argv[2], 0);
+    admin_ask(s, on ? ADMIN_LISTENER_ON : ADMIN_LISTENER_OFF, 0, 0, argv[2], argv[2], 0);
 }
 
 static void cmd_proto(struct session *s, int argc, char **argv)

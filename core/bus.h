@@ -46,8 +46,8 @@ enum msg_type {
 enum admin_query {
     ADMIN_CONNS = 1,    /* ptr: service name filter or NULL; b: 1 for JSON lines */
     ADMIN_KILL,         /* b: connection id; reply b: 1 if it was this worker's */
-    ADMIN_LISTENER_OFF, /* b: listener id */
-    ADMIN_LISTENER_ON,  /* b: listener id */
+    ADMIN_LISTENER_OFF, /* ptr: an address or a service name; reply b: sockets */
+    ADMIN_LISTENER_ON,  /* ptr: an address or a service name; reply b: sockets */
 };
 
 typedef void bus_dispatch_fn(struct msg *m, void *arg);

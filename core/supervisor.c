@@ -650,15 +650,13 @@ void sup_each_listener(struct supervisor *s,
         fn(arg, l->id, l->service, l->addr.text, !l->disabled);
 }
 
-int sup_listener_enable(struct supervisor *s, const char *which, int enable, uint32_t *ids, int max)
+int sup_listener_enable(struct supervisor *s, const char *which, int enable)
 {
     int n = 0;
     for (struct sup_listener *l = s->listeners; l; l = l->next) {
         if (strcmp(l->addr.text, which) != 0 && strcmp(l->service, which) != 0)
             continue;
         l->disabled = !enable;
-        if (n < max)
-            ids[n] = l->id;
         n++;
     }
     return n;

@@ -33,10 +33,10 @@ void sup_each_listener(struct supervisor *s,
                        void (*fn)(void *arg, uint32_t id, const char *service, const char *text,
                                   int enabled),
                        void *arg);
-/* Marks every listener whose address or service name is `which`; fills ids
- * (up to max) and returns how many matched. The caller tells the workers. */
-int sup_listener_enable(struct supervisor *s, const char *which, int enable, uint32_t *ids,
-                        int max);
+/* Marks every listener whose address or service name is `which` (so new
+ * sockets for it keep the state); returns how many matched. The caller
+ * tells the workers. */
+int sup_listener_enable(struct supervisor *s, const char *which, int enable);
 /* Sends MSG_ADMIN (query, id, arg, a copy of text) to one live worker, or to
  * all with worker 0; returns how many were asked. */
 int sup_ask_workers(struct supervisor *s, int worker, int query, uint64_t id, uint64_t arg,

@@ -277,7 +277,7 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Gives a listening socket, queue and all, to another worker: nothing
  * waiting on it is lost, which closing it would do. */
-static void hand_over(struct worker *w, struct wlistener *l, int target)
+static void hand_over(struct wlistener *l, int target)
 {
     struct listener_sock *ls = calloc(1, sizeof *ls);
     if (!ls) {
@@ -295,7 +295,6 @@ static void hand_over(struct worker *w, struct wlistener *l, int target)
     struct msg m = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
     bus_send(target, &m);
     log_debug(ls->text, "socket handed to worker %d", target);
-    (void)w;
 }
 
 static void on_handoff(struct worker *w, uint32_t id, int target)
@@ -305,7 +304,7 @@ static void on_handoff(struct worker *w, uint32_t id, int target)
         if (l->id != id || l->is_unix)
             continue;
         *p = l->next;
-        hand_over(w, l, target);
+        hand_over(l, target);
         listener_free(l);
         return;
     }
@@ -320,7 +319,7 @@ static void on_drain(struct worker *w, unsigned grace_ms, int target)
         struct wlistener *l = w->listeners;
         w->listeners = l->next;
         if (!l->is_unix) /* Unix: the other workers hold the same socket */
-            hand_over(w, l, target);
+            hand_over(l, target);
         listener_free(l);
     }
     log_info(NULL, "draining: listeners handed to worker %d", target);
@@ -471,7 +470,8 @@ static void on_admin(struct worker *w, struct msg *m)
     case ADMIN_LISTENER_ON: {
         int n = 0;
         for (struct wlistener *l = w->listeners; l; l = l->next) {
-            if (l->id != (uint32_t)m->b)
+            const char *which = m->ptr;
+            if (strcmp(l->text, which) != 0 && strcmp(l->service, which) != 0)
                 continue;
             l->disabled = m->sub == ADMIN_LISTENER_OFF;
             if (l->disabled)
