@@ -233,6 +233,25 @@ def pump(sel, req, done, errors, timeout=1):
     return done, errors
 
 
+def print_table(servers, scenarios, data, unit, fmt, ratio_head, higher_better):
+    """Medians per server, and the median of per-round ratios to nginx
+    (server/nginx when higher is better, nginx/server otherwise). The ratio
+    is taken within each round, whose runs sat side by side in time: that is
+    steadier than a ratio of medians on a machine whose speed drifts."""
+    others = [s for s in servers if s.name != "nginx"]
+    print("| scenario | " + " | ".join("%s %s" % (s.name, unit) for s in servers) + " | " +
+          " | ".join(ratio_head % s.name for s in others) + " |")
+    print("|---" * (1 + len(servers) + len(others)) + "|")
+    for name, _, _ in scenarios:
+        med = {s.name: statistics.median(data[(s.name, name)]) for s in servers}
+        ratio = {}
+        for s in others:
+            pairs = zip(data[(s.name, name)], data[("nginx", name)])
+            ratio[s.name] = statistics.median(a / b if higher_better else b / a for a, b in pairs)
+        print("| %s | " % name + " | ".join(fmt % med[s.name] for s in servers) + " | " +
+              " | ".join("%.2f" % ratio[s.name] for s in others) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("medusad")
@@ -282,32 +301,11 @@ def main():
                     print("round %d %-6s %-6s %10.0f req/s %7.1f us CPU/request %s" %
                           (rnd + 1, srv.name, name, rps, us, errs), flush=True)
         print()
-        print("| scenario | " + " | ".join("%s req/s" % s.name for s in servers) +
-              " | " + " | ".join("%s / nginx" % s.name for s in servers if s.name != "nginx") + " |")
-        print("|---" * (1 + len(servers) + len(servers) - 1) + "|")
-        for name, _, _ in chosen:
-            med = {s.name: statistics.median(results[(s.name, name)]) for s in servers}
-            # the ratio is taken within each round (the runs sat side by side
-            # in time) and its median reported: steadier than a ratio of
-            # medians on a machine whose speed drifts between rounds
-            ratio = {s.name: statistics.median(
-                a / b for a, b in zip(results[(s.name, name)], results[("nginx", name)]))
-                for s in servers}
-            print("| %s | " % name + " | ".join("%.0f" % med[s.name] for s in servers) + " | " +
-                  " | ".join("%.2f" % ratio[s.name] for s in servers if s.name != "nginx") + " |")
+        print_table(servers, chosen, results, "req/s", "%.0f", "%s / nginx", higher_better=True)
         print()
         print("Server CPU per request (us; lower is better), and nginx's cost over each server's:")
         print()
-        print("| scenario | " + " | ".join("%s us" % s.name for s in servers) +
-              " | " + " | ".join("nginx / %s" % s.name for s in servers if s.name != "nginx") + " |")
-        print("|---" * (1 + len(servers) + len(servers) - 1) + "|")
-        for name, _, _ in chosen:
-            med = {s.name: statistics.median(costs[(s.name, name)]) for s in servers}
-            ratio = {s.name: statistics.median(
-                b / a for a, b in zip(costs[(s.name, name)], costs[("nginx", name)]))
-                for s in servers}
-            print("| %s | " % name + " | ".join("%.1f" % med[s.name] for s in servers) + " | " +
-                  " | ".join("%.2f" % ratio[s.name] for s in servers if s.name != "nginx") + " |")
+        print_table(servers, chosen, costs, "us", "%.1f", "nginx / %s", higher_better=False)
         for srv in servers:
             srv.stop()
         servers = []
