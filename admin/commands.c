@@ -66,11 +66,14 @@ static void add_totals(struct totals *t, int id)
 static void cmd_info(struct session *s, int argc, char **argv)
 {
     int json = is_json(&argc, argv);
-    struct sup_worker_view v[BUS_MAX_WORKERS];
-    int n = sup_workers(s->a->sup, v, BUS_MAX_WORKERS);
-    struct totals t = {0};
-    for (int i = 0; i < n; i++)
+    struct sup_worker_view v[SUP_MAX_VIEWS];
+    int n = sup_workers(s->a->sup, v, SUP_MAX_VIEWS);
+    struct totals t = {0}; /* stopped workers' counters count too */
+    int live = 0;
+    for (int i = 0; i < n; i++) {
         add_totals(&t, v[i].id);
+        live += strcmp(v[i].state, "stopped") != 0;
+    }
     long long uptime = (long long)time(NULL) - stats_started();
     struct sbuf sb = {0};
     if (json) {
@@ -80,7 +83,7 @@ static void cmd_info(struct session *s, int argc, char **argv)
         sb_addf(&sb,
                 ",\"workers\":%d,\"connections_accepted\":%llu,\"connections_active\":%llu,"
                 "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu}\n",
-                n, (unsigned long long)t.accepted, (unsigned long long)t.active,
+                live, (unsigned long long)t.accepted, (unsigned long long)t.active,
                 (unsigned long long)t.requests, (unsigned long long)t.bytes_in,
                 (unsigned long long)t.bytes_out, (unsigned long long)t.errors);
     } else {
@@ -88,7 +91,7 @@ static void cmd_info(struct session *s, int argc, char **argv)
                 "version      %s\npid          %d\nuptime       %lld s\nconfig       %s\n"
                 "workers      %d\naccepted     %llu\nactive       %llu\nrequests     %llu\n"
                 "bytes in     %llu\nbytes out    %llu\nerrors       %llu\n",
-                MEDUSA_VERSION, (int)getpid(), uptime, sup_config_path(s->a->sup), n,
+                MEDUSA_VERSION, (int)getpid(), uptime, sup_config_path(s->a->sup), live,
                 (unsigned long long)t.accepted, (unsigned long long)t.active,
                 (unsigned long long)t.requests, (unsigned long long)t.bytes_in,
                 (unsigned long long)t.bytes_out, (unsigned long long)t.errors);
@@ -122,8 +125,8 @@ static void cmd_workers(struct session *s, int argc, char **argv)
         admin_replyf(s, 400, "usage: workers [json] | workers set N\n");
         return;
     }
-    struct sup_worker_view v[BUS_MAX_WORKERS];
-    int n = sup_workers(s->a->sup, v, BUS_MAX_WORKERS);
+    struct sup_worker_view v[SUP_MAX_VIEWS];
+    int n = sup_workers(s->a->sup, v, SUP_MAX_VIEWS);
     struct sbuf sb = {0};
     if (json)
         sb_adds(&sb, "[");

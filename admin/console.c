@@ -202,10 +202,10 @@ void admin_ask(struct session *s, int kind, int worker, uint64_t arg, const char
 
 int admin_worker_exists(struct session *s, int id)
 {
-    struct sup_worker_view v[BUS_MAX_WORKERS];
-    int n = sup_workers(s->a->sup, v, BUS_MAX_WORKERS);
+    struct sup_worker_view v[SUP_MAX_VIEWS];
+    int n = sup_workers(s->a->sup, v, SUP_MAX_VIEWS);
     for (int i = 0; i < n; i++)
-        if (v[i].id == id)
+        if (v[i].id == id && strcmp(v[i].state, "stopped") != 0)
             return 1;
     return 0;
 }

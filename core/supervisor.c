@@ -59,6 +59,10 @@ struct supervisor {
     int nworkers;
     int workers_override; /* -w: the configuration's 'workers' does not apply */
     int running;          /* workers not yet exited */
+    /* Workers that left (drained), newest last, shown as "stopped" until
+     * their id is used again; their counters stay in their stats slots. */
+    int stopped[SUP_STOPPED_SHOWN];
+    int nstopped;
     struct sup_listener *listeners;
     uint32_t next_listener_id;
     int stopping;
@@ -375,8 +379,13 @@ static void worker_exited(struct supervisor *s, int id)
         s->nworkers--;
         break;
     }
-    if (!s->stopping)
+    if (!s->stopping) {
         log_info(NULL, "worker %d exited; %d running", id, nrunning(s));
+        int max = (int)(sizeof s->stopped / sizeof *s->stopped);
+        if (s->nstopped == max)
+            memmove(s->stopped, s->stopped + 1, sizeof *s->stopped * (size_t)--s->nstopped);
+        s->stopped[s->nstopped++] = id;
+    }
     if (--s->running == 0)
         event_base_loopexit(s->base, NULL);
 }
@@ -615,11 +624,13 @@ const char *sup_config_path(struct supervisor *s)
 
 int sup_workers(struct supervisor *s, struct sup_worker_view *out, int max)
 {
-    for (int i = 0; i < s->nworkers && i < max; i++) {
-        out[i].id = s->workers[i]->id;
-        out[i].state = s->stopping || s->workers[i]->draining ? "draining" : "running";
-    }
-    return s->nworkers;
+    int n = 0;
+    for (int i = 0; i < s->nworkers && n < max; i++)
+        out[n++] = (struct sup_worker_view){
+            s->workers[i]->id, s->stopping || s->workers[i]->draining ? "draining" : "running"};
+    for (int i = 0; i < s->nstopped && n < max; i++)
+        out[n++] = (struct sup_worker_view){s->stopped[i], "stopped"};
+    return n;
 }
 
 int sup_reload(struct supervisor *s, char *err, size_t errlen)
@@ -752,6 +763,13 @@ static struct worker *spawn(struct supervisor *s, int with_listeners)
     struct worker *w = id > 0 ? worker_new(id, s->cfg) : NULL;
     if (!w)
         return NULL;
+    for (int i = 0; i < s->nstopped; i++)
+        if (s->stopped[i] == id) { /* its counters are about to restart */
+            memmove(&s->stopped[i], &s->stopped[i + 1],
+                    sizeof *s->stopped * (size_t)(s->nstopped - i - 1));
+            s->nstopped--;
+            break;
+        }
     if (worker_start(w) < 0) {
         log_error(NULL, "cannot start worker %d: %s", id, strerror(errno));
         config_unref(w->cfg);

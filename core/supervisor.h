@@ -9,6 +9,8 @@
 int supervisor_run(const char *config_path, int workers_override);
 
 /* For the admin console, on the supervisor thread. */
+#include "core/bus.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,12 +19,15 @@ struct supervisor;
 
 struct sup_worker_view {
     int id;
-    const char *state; /* "running", "draining", "stopped" */
+    const char *state; /* "running", "draining", "stopped" (recently left) */
 };
 
 const struct config *sup_config(struct supervisor *s);
 const char *sup_config_path(struct supervisor *s);
-/* Fills out with up to max workers; returns how many there are. */
+/* Fills out with up to max workers (live ones first, then the last
+ * SUP_STOPPED_SHOWN that left); returns how many it filled. */
+#define SUP_STOPPED_SHOWN 16
+#define SUP_MAX_VIEWS (BUS_MAX_WORKERS + SUP_STOPPED_SHOWN)
 int sup_workers(struct supervisor *s, struct sup_worker_view *out, int max);
 /* Like SIGHUP; 0, or -1 with "FILE:LINE: message" in err. */
 int sup_reload(struct supervisor *s, char *err, size_t errlen);

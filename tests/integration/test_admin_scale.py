@@ -202,8 +202,8 @@ def main():
     stay[0].send_line("after the drain")
     for u in stay[1:]:
         assert u.read_until(b"after the drain\r\n")
-    wait_for(lambda: target not in [w["id"] for w in json.loads(ctl(sock, "workers", "json"))],
-             10, "drained worker gone")
+    wait_for(lambda: {w["id"]: w["state"] for w in json.loads(ctl(sock, "workers", "json"))}
+             .get(target) == "stopped", 10, "drained worker stopped")
     ok("worker drain %d: its %d chat users told and closed after %.1f s (grace 2 s); %d others stay"
        % (target, closed, took, len(stay)))
     # a stop shortens the grace of workers still draining under the old, longer one
