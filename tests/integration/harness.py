@@ -79,7 +79,20 @@ class Server:
 
     def stop(self, timeout=20):
         self.signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.dump_threads()
+            raise
+
+    def dump_threads(self):
+        """Every thread's stack of a server that does not stop, for the log."""
+        if shutil.which("gdb"):
+            out = subprocess.run(["gdb", "-batch", "-p", str(self.proc.pid), "-ex",
+                                  "thread apply all bt"], capture_output=True, text=True,
+                                 timeout=60)
+            print(out.stdout[-20000:], file=sys.stderr)
+        print(self.log_text()[-5000:], file=sys.stderr)
 
     def cleanup(self):
         if self.proc.poll() is None:
