@@ -1,7 +1,7 @@
 /*
- * The console's commands: each parses its words, acts through the
+ * The console's own commands: each parses its words, acts through the
  * supervisor's functions (core/supervisor.h) and answers with one reply.
- * Supervisor thread only.
+ * Modules add theirs through core/module.h. Supervisor thread only.
  */
 #include "admin/console_impl.h"
 
@@ -10,8 +10,6 @@
 #include "core/log.h"
 #include "core/stats.h"
 #include "core/supervisor.h"
-#include "protocols/http/http.h"
-#include "protocols/protocol.h"
 #include "version.h"
 
 #include <stdio.h>
@@ -36,15 +34,11 @@ static void json_str(struct sbuf *sb, const char *s)
     sb_adds(sb, "\"");
 }
 
-static void cmd_help(struct session *s, int argc, char **argv)
+static void cmd_help(struct admin_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    struct sbuf sb = {0};
-    sb_adds(&sb, "commands (level; listing commands take a trailing 'json'):\n");
-    for (const struct command *c = admin_commands; c->name; c++)
-        sb_addf(&sb, "  %-34s %-8s %s\n", c->usage, admin_level_names[c->level], c->help);
-    admin_send_sb(s, 200, &sb);
+    admin_help(s);
 }
 
 struct totals {
@@ -63,7 +57,7 @@ static void add_totals(struct totals *t, int id)
     t->requests += stat_get(&w->requests);
 }
 
-static void cmd_info(struct session *s, int argc, char **argv)
+static void cmd_info(struct admin_session *s, int argc, char **argv)
 {
     int json = is_json(&argc, argv);
     struct sup_worker_view v[SUP_MAX_VIEWS];
@@ -99,7 +93,7 @@ static void cmd_info(struct session *s, int argc, char **argv)
     admin_send_sb(s, 200, &sb);
 }
 
-static void cmd_workers(struct session *s, int argc, char **argv)
+static void cmd_workers(struct admin_session *s, int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "set") == 0) {
         char *end = NULL;
@@ -108,7 +102,7 @@ static void cmd_workers(struct session *s, int argc, char **argv)
             admin_replyf(s, 400, "usage: workers set N  (1 to %d)\n", BUS_MAX_WORKERS);
             return;
         }
-        if (s->level < L_ADMIN) {
+        if (s->level < MODULE_ADMIN) {
             admin_replyf(s, 401, "'workers set' needs level admin; this session is operator\n");
             return;
         }
@@ -160,23 +154,29 @@ struct listing {
     int json, count;
 };
 
-static void list_one(void *arg, uint32_t id, const char *service, const char *text, int enabled)
+static void list_one(void *arg, const struct sup_listener_view *v)
 {
     struct listing *l = arg;
+    const char *state = v->enabled ? "enabled" : "disabled";
     if (l->json) {
-        sb_addf(&l->sb, "%s{\"id\":%u,\"service\":", l->count ? "," : "", id);
-        json_str(&l->sb, service);
+        sb_addf(&l->sb, "%s{\"id\":%u,\"service\":", l->count ? "," : "", v->id);
+        json_str(&l->sb, v->service);
         sb_adds(&l->sb, ",\"address\":");
-        json_str(&l->sb, text);
-        sb_addf(&l->sb, ",\"state\":\"%s\"}", enabled ? "enabled" : "disabled");
+        json_str(&l->sb, v->text);
+        sb_addf(&l->sb, ",\"state\":\"%s\",\"sockets\":%u,\"held\":{", state, v->sockets);
+        for (int w = 1, first = 1; v->held && w <= BUS_MAX_WORKERS; w++)
+            if (v->held[w]) {
+                sb_addf(&l->sb, "%s\"%d\":%u", first ? "" : ",", w, v->held[w]);
+                first = 0;
+            }
+        sb_adds(&l->sb, "}}");
     } else {
-        sb_addf(&l->sb, "%-6u %-16s %-9s %s\n", id, service, enabled ? "enabled" : "disabled",
-                text);
+        sb_addf(&l->sb, "%-6u %-16s %-9s %7u %s\n", v->id, v->service, state, v->sockets, v->text);
     }
     l->count++;
 }
 
-static void cmd_worker(struct session *s, int argc, char **argv)
+static void cmd_worker(struct admin_session *s, int argc, char **argv)
 {
     int restart = argc == 3 && strcmp(argv[1], "restart") == 0;
     char *end = NULL;
@@ -193,7 +193,7 @@ static void cmd_worker(struct session *s, int argc, char **argv)
         admin_replyf(s, 200, "%s", msg);
 }
 
-static void cmd_listeners(struct session *s, int argc, char **argv)
+static void cmd_listeners(struct admin_session *s, int argc, char **argv)
 {
     struct listing l = {.json = is_json(&argc, argv)};
     if (argc > 1) {
@@ -203,26 +203,26 @@ static void cmd_listeners(struct session *s, int argc, char **argv)
     if (l.json)
         sb_adds(&l.sb, "[");
     else
-        sb_addf(&l.sb, "%-6s %-16s %-9s %s\n", "id", "service", "state", "address");
+        sb_addf(&l.sb, "%-6s %-16s %-9s %7s %s\n", "id", "service", "state", "sockets", "address");
     sup_each_listener(s->a->sup, list_one, &l);
     if (l.json)
         sb_adds(&l.sb, "]\n");
     admin_send_sb(s, 200, &l.sb);
 }
 
-static void cmd_stats(struct session *s, int argc, char **argv)
+static void cmd_stats(struct admin_session *s, int argc, char **argv)
 {
-    (void)argv;
-    if (argc > 2 || (argc == 2 && strcmp(argv[1], "json") != 0)) {
-        admin_replyf(s, 400, "usage: stats [json]  (always JSON)\n");
+    int json = is_json(&argc, argv);
+    if (argc > 1) {
+        admin_replyf(s, 400, "usage: stats [json]\n");
         return;
     }
     struct sbuf sb = {0};
-    http_status_json(sup_config(s->a->sup), &sb);
+    stats_report(sup_config(s->a->sup), json ? MODULE_STATS_JSON : MODULE_STATS_TEXT, &sb);
     admin_send_sb(s, 200, &sb);
 }
 
-static void cmd_reload(struct session *s, int argc, char **argv)
+static void cmd_reload(struct admin_session *s, int argc, char **argv)
 {
     (void)argv;
     if (argc != 1) {
@@ -236,7 +236,7 @@ static void cmd_reload(struct session *s, int argc, char **argv)
         admin_replyf(s, 200, "configuration reloaded\n");
 }
 
-static void cmd_config(struct session *s, int argc, char **argv)
+static void cmd_config(struct admin_session *s, int argc, char **argv)
 {
     (void)argv;
     if (argc != 1) {
@@ -258,7 +258,7 @@ static void tail_line(void *arg, const char *line)
     sb_adds(arg, "\n");
 }
 
-static void cmd_log(struct session *s, int argc, char **argv)
+static void cmd_log(struct admin_session *s, int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "tail") == 0 && argc <= 3) {
         long n = 20;
@@ -275,7 +275,7 @@ static void cmd_log(struct session *s, int argc, char **argv)
         admin_send_sb(s, 200, &sb);
         return;
     }
-    if (s->level < L_ADMIN && argc >= 2) {
+    if (s->level < MODULE_ADMIN && argc >= 2) {
         admin_replyf(s, 401, "'log %s' needs level admin; this session is operator\n", argv[1]);
         return;
     }
@@ -300,11 +300,11 @@ static void cmd_log(struct session *s, int argc, char **argv)
     admin_replyf(s, 400, "usage: log level LEVEL | log reopen | log tail [N]\n");
 }
 
-int admin_query_format(const struct query *q, struct sbuf *out)
+int admin_query_format(const struct admin_query *q, struct sbuf *out)
 {
     int status = 200;
     switch (q->kind) {
-    case ADMIN_CONNS:
+    case ADMIN_Q_CONNS:
         if (q->json) {
             /* workers send one object per line: join them into an array */
             sb_adds(out, "[");
@@ -325,7 +325,7 @@ int admin_query_format(const struct query *q, struct sbuf *out)
             sb_add(out, q->sb.p ? q->sb.p : "", q->sb.len);
         }
         break;
-    case ADMIN_KILL:
+    case ADMIN_Q_KILL:
         if (q->sum)
             sb_addf(out, "connection %s closed\n", q->what);
         else {
@@ -333,18 +333,19 @@ int admin_query_format(const struct query *q, struct sbuf *out)
             sb_addf(out, "no connection %s\n", q->what);
         }
         break;
-    case ADMIN_LISTENER_OFF:
-    case ADMIN_LISTENER_ON:
+    case ADMIN_Q_LISTENER_OFF:
+    case ADMIN_Q_LISTENER_ON:
         sb_addf(out, "%s %s on %llu worker socket%s\n", q->what,
-                q->kind == ADMIN_LISTENER_OFF ? "disabled: no new connections, existing ones go on"
-                                              : "enabled",
+                q->kind == ADMIN_Q_LISTENER_OFF
+                    ? "disabled: no new connections, existing ones go on"
+                    : "enabled",
                 (unsigned long long)q->sum, q->sum == 1 ? "" : "s");
         break;
     }
     return status;
 }
 
-static void cmd_conns(struct session *s, int argc, char **argv)
+static void cmd_conns(struct admin_session *s, int argc, char **argv)
 {
     int json = is_json(&argc, argv);
     int worker = 0;
@@ -365,10 +366,10 @@ static void cmd_conns(struct session *s, int argc, char **argv)
             return;
         }
     }
-    admin_ask(s, ADMIN_CONNS, worker, (uint64_t)json, service, NULL, json);
+    admin_ask(s, ADMIN_Q_CONNS, worker, (uint64_t)json, service, NULL, json);
 }
 
-static void cmd_kill(struct session *s, int argc, char **argv)
+static void cmd_kill(struct admin_session *s, int argc, char **argv)
 {
     char *end = NULL;
     unsigned long long id = argc == 2 ? strtoull(argv[1], &end, 10) : 0;
@@ -376,16 +377,12 @@ static void cmd_kill(struct session *s, int argc, char **argv)
         admin_replyf(s, 400, "usage: kill CONNECTION_ID  (ids from 'conns')\n");
         return;
     }
-    int worker = (int)(id >> 48);
-    if (!admin_worker_exists(s, worker)) {
-        admin_replyf(s, 400, "no connection %llu\n", id);
-        return;
-    }
     log_warn(s->peer, "kill connection %llu from the console", id);
-    admin_ask(s, ADMIN_KILL, worker, id, NULL, argv[1], 0);
+    /* Every worker is asked: a session keeps its id when it moves. */
+    admin_ask(s, ADMIN_Q_KILL, 0, id, NULL, argv[1], 0);
 }
 
-static void cmd_listener(struct session *s, int argc, char **argv)
+static void cmd_listener(struct admin_session *s, int argc, char **argv)
 {
     int on = argc == 3 && strcmp(argv[1], "enable") == 0;
     if (argc != 3 || (!on && strcmp(argv[1], "disable") != 0)) {
@@ -397,31 +394,10 @@ static void cmd_listener(struct session *s, int argc, char **argv)
         return;
     }
     log_warn(s->peer, "listener %s %s from the console", argv[2], on ? "enabled" : "disabled");
-    admin_ask(s, on ? ADMIN_LISTENER_ON : ADMIN_LISTENER_OFF, 0, 0, argv[2], argv[2], 0);
+    admin_ask(s, on ? ADMIN_Q_LISTENER_ON : ADMIN_Q_LISTENER_OFF, 0, 0, argv[2], argv[2], 0);
 }
 
-static void cmd_proto(struct session *s, int argc, char **argv)
-{
-    for (int i = 0; protocols_all[i]; i++) {
-        const struct protocol *p = protocols_all[i];
-        if (strcmp(p->name, argv[0]) != 0 || !p->sup_admin)
-            continue;
-        if (argc > 1 && strcmp(argv[1], "say") == 0 && s->level < L_ADMIN) {
-            admin_replyf(s, 401, "'%s say' needs level admin; this session is %s\n", argv[0],
-                         admin_level_names[s->level]);
-            return;
-        }
-        struct sbuf sb = {0};
-        int st = p->sup_admin(sup_proto_state(s->a->sup, i), argc, argv, &sb);
-        if (st == 200 && argc > 1 && strcmp(argv[1], "say") == 0)
-            log_warn(s->peer, "chat notice from the console");
-        admin_send_sb(s, st, &sb);
-        return;
-    }
-    admin_replyf(s, 400, "unknown command '%.64s'; try 'help'\n", argv[0]);
-}
-
-static void cmd_shutdown(struct session *s, int argc, char **argv)
+static void cmd_shutdown(struct admin_session *s, int argc, char **argv)
 {
     int now = argc == 2 && strcmp(argv[1], "now") == 0;
     if (argc > 2 || (argc == 2 && !now && strcmp(argv[1], "graceful") != 0)) {
@@ -434,7 +410,7 @@ static void cmd_shutdown(struct session *s, int argc, char **argv)
     sup_stop(s->a->sup, grace);
 }
 
-static void cmd_quit(struct session *s, int argc, char **argv)
+static void cmd_quit(struct admin_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
@@ -442,25 +418,25 @@ static void cmd_quit(struct session *s, int argc, char **argv)
     admin_close_after_write(s);
 }
 
-const struct command admin_commands[] = {
-    {"help", L_OPERATOR, "help", "this list", cmd_help},
-    {"info", L_OPERATOR, "info [json]", "version, pid, uptime, config, totals", cmd_info},
-    {"workers", L_OPERATOR, "workers [json] | workers set N",
+const struct admin_command admin_commands[] = {
+    {"help", MODULE_OPERATOR, "help", "this list", cmd_help},
+    {"info", MODULE_OPERATOR, "info [json]", "version, pid, uptime, config, totals", cmd_info},
+    {"workers", MODULE_OPERATOR, "workers [json] | workers set N",
      "per worker state and counters; scale live (set: admin)", cmd_workers},
-    {"worker", L_ADMIN, "worker drain ID | worker restart ID",
+    {"worker", MODULE_ADMIN, "worker drain ID | worker restart ID",
      "stop one taking connections, finish its sessions", cmd_worker},
-    {"listeners", L_OPERATOR, "listeners [json]", "open listeners", cmd_listeners},
-    {"stats", L_OPERATOR, "stats", "every counter as JSON (as /status.json)", cmd_stats},
-    {"config", L_OPERATOR, "config", "the active configuration", cmd_config},
-    {"log", L_OPERATOR, "log tail [N] | level L | reopen", "recent lines (level, reopen: admin)",
-     cmd_log},
-    {"conns", L_OPERATOR, "conns [WORKER] [SERVICE] [json]", "open connections", cmd_conns},
-    {"kill", L_ADMIN, "kill ID", "close one connection", cmd_kill},
-    {"listener", L_ADMIN, "listener disable|enable ADDR|NAME",
+    {"listeners", MODULE_OPERATOR, "listeners [json]", "open listeners", cmd_listeners},
+    {"stats", MODULE_OPERATOR, "stats [json]",
+     "every figure, of every module (JSON: as /status.json)", cmd_stats},
+    {"config", MODULE_OPERATOR, "config", "the active configuration", cmd_config},
+    {"log", MODULE_OPERATOR, "log tail [N] | level L | reopen",
+     "recent lines (level, reopen: admin)", cmd_log},
+    {"conns", MODULE_OPERATOR, "conns [WORKER] [SERVICE] [json]", "open connections", cmd_conns},
+    {"kill", MODULE_ADMIN, "kill ID", "close one connection", cmd_kill},
+    {"listener", MODULE_ADMIN, "listener disable|enable ADDR|NAME",
      "stop/resume accepting (connections kept)", cmd_listener},
-    {"chat", L_OPERATOR, "chat who | chat say MESSAGE", "the room (say: admin)", cmd_proto},
-    {"reload", L_ADMIN, "reload", "reload the configuration; says the outcome", cmd_reload},
-    {"shutdown", L_ADMIN, "shutdown [graceful|now]", "stop the server", cmd_shutdown},
-    {"quit", L_NONE, "quit", "end this session", cmd_quit},
+    {"reload", MODULE_ADMIN, "reload", "reload the configuration; says the outcome", cmd_reload},
+    {"shutdown", MODULE_ADMIN, "shutdown [graceful|now]", "stop the server", cmd_shutdown},
+    {"quit", MODULE_ANYONE, "quit", "end this session", cmd_quit},
     {NULL, 0, NULL, NULL, NULL},
 };

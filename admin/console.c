@@ -4,8 +4,9 @@
  * themselves are in commands.c.
  *
  * Sessions are bufferevents on the supervisor's loop. A line is read,
- * split into words and looked up in the command table, which says the level
- * a command needs (operator: every read-only command; admin: everything).
+ * split into words and looked up in the console's command table and then
+ * in every module's commands (core/module.h), each of which says the level
+ * it needs (operator: every read-only command; admin: everything).
  * A reply is always one "STATUS LENGTH\n" frame. Bad input (an over-long
  * line, control bytes, an unknown command, wrong arguments) gets a 400 and
  * the session goes on; an over-long line is skipped to its end.
@@ -16,20 +17,14 @@
  * delay, then the session is closed; a new session gets a new challenge,
  * so a replayed answer fails.
  */
-#include "admin/console.h"
-
+#include "admin/admin.h"
 #include "admin/console_impl.h"
-
 #include "core/bus.h"
 #include "core/config.h"
 #include "core/listener.h"
 #include "core/log.h"
-#include "core/stats.h"
-#include "core/supervisor.h"
-#include "protocols/protocol.h"
-#include "protocols/http/http.h"
 #include "core/sbuf.h"
-#include "version.h"
+#include "core/supervisor.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -60,16 +55,18 @@
 
 const char *const admin_level_names[] = {"none", "operator", "admin"};
 
+#define OOM "out of memory\n"
+
 /* ---- replies ---- */
 
-void admin_reply(struct session *s, int status, const char *body, size_t len)
+void admin_reply(struct admin_session *s, int status, const char *body, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     evbuffer_add_printf(out, "%d %zu\n", status, len);
     evbuffer_add(out, body, len);
 }
 
-void admin_replyf(struct session *s, int status, const char *fmt, ...)
+void admin_replyf(struct admin_session *s, int status, const char *fmt, ...)
 {
     struct sbuf sb = {0};
     va_list ap;
@@ -78,7 +75,7 @@ void admin_replyf(struct session *s, int status, const char *fmt, ...)
     int n = vasprintf(&text, fmt, ap);
     va_end(ap);
     if (n < 0) {
-        admin_reply(s, 500, "out of memory\n", 14);
+        admin_reply(s, 500, LIT(OOM));
         return;
     }
     sb_add(&sb, text, (size_t)n);
@@ -87,15 +84,10 @@ void admin_replyf(struct session *s, int status, const char *fmt, ...)
     sb_free(&sb);
 }
 
-static void session_free(struct session *s)
+static void session_free(struct admin_session *s)
 {
     struct admin *a = s->a;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        a->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    list_remove(&s->node);
     a->nsessions--;
     if (s->query) {
         event_free(s->query->timeout);
@@ -108,7 +100,7 @@ static void session_free(struct session *s)
     free(s);
 }
 
-void admin_close_after_write(struct session *s)
+void admin_close_after_write(struct admin_session *s)
 {
     s->closing = 1;
     bufferevent_disable(s->bev, EV_READ);
@@ -116,10 +108,10 @@ void admin_close_after_write(struct session *s)
         session_free(s);
 }
 
-void admin_send_sb(struct session *s, int status, struct sbuf *sb)
+void admin_send_sb(struct admin_session *s, int status, struct sbuf *sb)
 {
     if (sb->failed)
-        admin_reply(s, 500, "out of memory\n", 14);
+        admin_reply(s, 500, LIT(OOM));
     else
         admin_reply(s, status, sb->p ? sb->p : "", sb->len);
     sb_free(sb);
@@ -129,9 +121,9 @@ void admin_send_sb(struct session *s, int status, struct sbuf *sb)
 
 static void read_cb(struct bufferevent *bev, void *arg);
 
-static void query_finish(struct query *q)
+static void query_finish(struct admin_query *q)
 {
-    struct session *s = q->s;
+    struct admin_session *s = q->s;
     s->query = NULL;
     event_free(q->timeout);
     int missing = q->expected - q->got;
@@ -140,7 +132,7 @@ static void query_finish(struct query *q)
     if (missing > 0) {
         status = 500;
         sb_addf(&out, "(%d worker%s did not answer within %d ms)\n", missing,
-                missing == 1 ? "" : "s", QUERY_MS);
+                missing == 1 ? "" : "s", ADMIN_QUERY_MS);
     }
     sb_free(&q->sb);
     free(q);
@@ -156,10 +148,19 @@ static void query_timeout(evutil_socket_t fd, short what, void *arg)
     query_finish(arg);
 }
 
-void admin_message(struct admin *a, struct msg *m)
+void admin_console_message(void *state, struct msg *m)
 {
-    for (struct session *s = a->sessions; s; s = s->next) {
-        struct query *q = s->query;
+    struct admin *a = state;
+    struct list *pos;
+    if (m->type != ADMIN_REPLY) {
+        log_error(NULL, "admin: unexpected message %u from thread %u", m->type, m->from);
+        msg_release(m);
+        return;
+    }
+    list_for_each(pos, &a->sessions)
+    {
+        struct admin_session *s = list_entry(pos, struct admin_session, node);
+        struct admin_query *q = s->query;
         if (!q || q->id != m->a)
             continue;
         if (m->ptr)
@@ -174,14 +175,14 @@ void admin_message(struct admin *a, struct msg *m)
 
 /* Asks workers (one, or all with worker 0); the reply goes out when they
  * have answered. */
-void admin_ask(struct session *s, int kind, int worker, uint64_t arg, const char *text,
+void admin_ask(struct admin_session *s, int kind, int worker, uint64_t arg, const char *text,
                const char *what, int json)
 {
     struct admin *a = s->a;
-    struct query *q = calloc(1, sizeof *q);
+    struct admin_query *q = calloc(1, sizeof *q);
     if (!q || !(q->timeout = evtimer_new(a->base, query_timeout, q))) {
         free(q);
-        admin_reply(s, 500, "out of memory\n", 14);
+        admin_reply(s, 500, LIT(OOM));
         return;
     }
     q->id = ++a->next_query;
@@ -191,16 +192,32 @@ void admin_ask(struct session *s, int kind, int worker, uint64_t arg, const char
     snprintf(q->what, sizeof q->what, "%s", what ? what : "");
     s->query = q;
     bufferevent_disable(s->bev, EV_READ);
-    q->expected = sup_ask_workers(a->sup, worker, kind, q->id, arg, text);
+    struct sup_worker_view v[SUP_MAX_VIEWS];
+    int n = sup_workers(a->sup, v, SUP_MAX_VIEWS);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v[i].state, "stopped") == 0 || (worker && v[i].id != worker))
+            continue;
+        char *copy = text ? strdup(text) : NULL;
+        if (text && !copy)
+            continue; /* counted as silent: the reply says so */
+        struct msg m = {.module = (uint16_t)module_id(&admin_module),
+                        .type = (uint16_t)kind,
+                        .a = q->id,
+                        .b = arg,
+                        .ptr = copy,
+                        .free_fn = copy ? free : NULL};
+        bus_send(v[i].id, &m);
+        q->expected++;
+    }
     if (q->expected == 0) {
         query_finish(q);
         return;
     }
-    struct timeval tv = {QUERY_MS / 1000, (QUERY_MS % 1000) * 1000};
+    struct timeval tv = {ADMIN_QUERY_MS / 1000, (ADMIN_QUERY_MS % 1000) * 1000};
     evtimer_add(q->timeout, &tv);
 }
 
-int admin_worker_exists(struct session *s, int id)
+int admin_worker_exists(struct admin_session *s, int id)
 {
     struct sup_worker_view v[SUP_MAX_VIEWS];
     int n = sup_workers(s->a->sup, v, SUP_MAX_VIEWS);
@@ -231,18 +248,18 @@ static void fail_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct session *s = arg;
+    struct admin_session *s = arg;
     admin_replyf(s, 401, "authentication failed\n");
     admin_close_after_write(s);
 }
 
-static void authenticate(struct session *s, int argc, char **argv)
+static void authenticate(struct admin_session *s, int argc, char **argv)
 {
     struct admin *a = s->a;
     if (argc == 2 && hmac_matches(a->secret, s->challenge, argv[1]))
-        s->level = L_ADMIN;
+        s->level = MODULE_ADMIN;
     else if (argc == 2 && hmac_matches(a->operator_secret, s->challenge, argv[1]))
-        s->level = L_OPERATOR;
+        s->level = MODULE_OPERATOR;
     if (s->level) {
         memset(s->challenge, 0, sizeof s->challenge); /* one use only */
         struct timeval idle = {IDLE_S, 0};
@@ -262,9 +279,110 @@ static void authenticate(struct session *s, int argc, char **argv)
         fail_cb(-1, 0, s);
 }
 
+/* ---- commands ---- */
+
+/* How many words of argv a command's name spells out: all of its words,
+ * or 0 when they differ. */
+static int name_matches(const char *name, int argc, char **argv)
+{
+    int k = 0;
+    for (const char *p = name; *p;) {
+        size_t n = strcspn(p, " ");
+        if (k >= argc || strlen(argv[k]) != n || strncmp(argv[k], p, n) != 0)
+            return 0;
+        k++;
+        p += n + strspn(p + n, " ");
+    }
+    return k;
+}
+
+static int first_word_is(const char *name, const char *word)
+{
+    size_t n = strlen(word);
+    return strncmp(name, word, n) == 0 && (name[n] == ' ' || name[n] == '\0');
+}
+
+static int allowed(struct admin_session *s, const char *name, enum module_level need)
+{
+    if (s->level >= need)
+        return 1;
+    log_warn(s->peer, "admin command '%s' refused: needs level %s", name, admin_level_names[need]);
+    admin_replyf(s, 401, "'%s' needs level %s; this session is %s\n", name, admin_level_names[need],
+                 admin_level_names[s->level]);
+    return 0;
+}
+
+/* The console's own commands first, then the modules', the longest name
+ * that matches; words that begin a module's family of commands but match
+ * none of them get the family's usages. */
+static void run_command(struct admin_session *s, int argc, char **argv)
+{
+    for (const struct admin_command *c = admin_commands; c->name; c++) {
+        if (strcmp(c->name, argv[0]) != 0)
+            continue;
+        if (!allowed(s, argv[0], c->level))
+            return;
+        log_info(s->peer, "admin command: %s%s%s", argv[0], argc > 1 ? " " : "",
+                 argc > 1 ? argv[1] : "");
+        c->fn(s, argc, argv);
+        return;
+    }
+    const struct module *best_m = NULL;
+    const struct module_command *best = NULL;
+    int best_words = 0, family = 0;
+    for (unsigned i = 1; i <= module_count(); i++) {
+        const struct module *m = module_at(i);
+        for (const struct module_command *c = m->commands; c && c->name; c++) {
+            int k = name_matches(c->name, argc, argv);
+            if (k > best_words) {
+                best_words = k;
+                best = c;
+                best_m = m;
+            }
+            family |= first_word_is(c->name, argv[0]);
+        }
+    }
+    if (best) {
+        if (!allowed(s, best->name, best->level))
+            return;
+        if (best->level >= MODULE_ADMIN)
+            log_warn(s->peer, "admin command: %s", best->name);
+        else
+            log_info(s->peer, "admin command: %s", best->name);
+        struct sbuf sb = {0};
+        int status = best->run(sup_module_state(s->a->sup, best_m), argc, argv, &sb);
+        admin_send_sb(s, status, &sb);
+        return;
+    }
+    if (family) {
+        struct sbuf sb = {0};
+        sb_adds(&sb, "usage:");
+        for (unsigned i = 1; i <= module_count(); i++)
+            for (const struct module_command *c = module_at(i)->commands; c && c->name; c++)
+                if (first_word_is(c->name, argv[0]))
+                    sb_addf(&sb, "%s %s", sb.len > 6 ? " |" : "", c->usage);
+        sb_adds(&sb, "\n");
+        admin_send_sb(s, 400, &sb);
+        return;
+    }
+    admin_replyf(s, 400, "unknown command '%.64s'; try 'help'\n", argv[0]);
+}
+
+void admin_help(struct admin_session *s)
+{
+    struct sbuf sb = {0};
+    sb_adds(&sb, "commands (level; listing commands take a trailing 'json'):\n");
+    for (const struct admin_command *c = admin_commands; c->name; c++)
+        sb_addf(&sb, "  %-34s %-8s %s\n", c->usage, admin_level_names[c->level], c->help);
+    for (unsigned i = 1; i <= module_count(); i++)
+        for (const struct module_command *c = module_at(i)->commands; c && c->name; c++)
+            sb_addf(&sb, "  %-34s %-8s %s\n", c->usage, admin_level_names[c->level], c->help);
+    admin_send_sb(s, 200, &sb);
+}
+
 /* ---- sessions ---- */
 
-static void run_line(struct session *s, char *line)
+static void run_line(struct admin_session *s, char *line)
 {
     for (char *p = line; *p; p++)
         if ((unsigned char)*p < 0x20 && *p != '\t') {
@@ -283,7 +401,7 @@ static void run_line(struct session *s, char *line)
     argv[argc] = NULL;
     if (argc == 0)
         return; /* an empty line: nothing to answer */
-    if (s->level == L_NONE) {
+    if (s->level == MODULE_ANYONE) {
         if (strcmp(argv[0], "auth") == 0) {
             authenticate(s, argc, argv);
             return;
@@ -295,27 +413,12 @@ static void run_line(struct session *s, char *line)
             return;
         }
     }
-    for (const struct command *c = admin_commands; c->name; c++) {
-        if (strcmp(c->name, argv[0]) != 0)
-            continue;
-        if (s->level < c->level) {
-            log_warn(s->peer, "admin command '%s' refused: needs level %s", argv[0],
-                     admin_level_names[c->level]);
-            admin_replyf(s, 401, "'%s' needs level %s; this session is %s\n", argv[0],
-                         admin_level_names[c->level], admin_level_names[s->level]);
-            return;
-        }
-        log_info(s->peer, "admin command: %s%s%s", argv[0], argc > 1 ? " " : "",
-                 argc > 1 ? argv[1] : "");
-        c->fn(s, argc, argv);
-        return;
-    }
-    admin_replyf(s, 400, "unknown command '%.64s'; try 'help'\n", argv[0]);
+    run_command(s, argc, argv);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    struct session *s = arg;
+    struct admin_session *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     while (!s->closing && !s->delay_ev) {
         size_t len;
@@ -351,7 +454,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    struct session *s = arg;
+    struct admin_session *s = arg;
     if (s->closing)
         session_free(s);
 }
@@ -359,7 +462,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    struct session *s = arg;
+    struct admin_session *s = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         log_debug(s->peer, "admin session closed");
         session_free(s);
@@ -383,7 +486,7 @@ static int peer_allowed(int fd, char *why, size_t whylen)
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
-    struct alistener *l = arg;
+    struct admin_listener *l = arg;
     struct admin *a = l->a;
     for (int i = 0; i < 16; i++) {
         struct sockaddr_storage ss;
@@ -405,7 +508,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             close(fd);
             continue;
         }
-        struct session *s = calloc(1, sizeof *s);
+        struct admin_session *s = calloc(1, sizeof *s);
         struct bufferevent *bev =
             s ? bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
         if (!bev) {
@@ -418,10 +521,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         s->bev = bev;
         s->is_tcp = !l->is_unix;
         snprintf(s->peer, sizeof s->peer, "%s", peer);
-        s->next = a->sessions;
-        if (a->sessions)
-            a->sessions->prev = s;
-        a->sessions = s;
+        list_insert_head(&a->sessions, &s->node);
         a->nsessions++;
         bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
         /* An idle console session does not hold a slot for ever, and one
@@ -444,21 +544,36 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             }
             for (size_t k = 0; k < sizeof rnd; k++)
                 snprintf(s->challenge + 2 * k, 3, "%02x", rnd[k]);
-            admin_reply(s, 401, s->challenge, 64);
+            admin_reply(s, 401, s->challenge, strlen(s->challenge));
         } else {
-            s->level = L_ADMIN;
+            s->level = MODULE_ADMIN;
         }
         log_info(peer, "admin session opened%s", s->is_tcp ? " (authenticating)" : " (admin)");
     }
 }
 
-static void set_secrets(struct admin *a, const struct config *cfg)
+static void forget_secrets(struct admin *a)
 {
+    if (a->secret)
+        OPENSSL_cleanse(a->secret, strlen(a->secret));
+    if (a->operator_secret)
+        OPENSSL_cleanse(a->operator_secret, strlen(a->operator_secret));
     free(a->secret);
     free(a->operator_secret);
-    a->secret = cfg->admin.secret ? strdup(cfg->admin.secret) : NULL;
-    a->operator_secret = cfg->admin.operator_secret ? strdup(cfg->admin.operator_secret) : NULL;
-    a->max_sessions = cfg->admin.max_sessions;
+    a->secret = a->operator_secret = NULL;
+}
+
+/* 0, or -1 without memory (then no secret is known: TCP logins fail). */
+static int set_secrets(struct admin *a, const struct admin_config *ac)
+{
+    forget_secrets(a);
+    a->max_sessions = ac->max_sessions;
+    if ((ac->secret && !(a->secret = strdup(ac->secret))) ||
+        (ac->operator_secret && !(a->operator_secret = strdup(ac->operator_secret)))) {
+        forget_secrets(a);
+        return -1;
+    }
+    return 0;
 }
 
 static int is_loopback(const struct listen_addr *a)
@@ -470,24 +585,31 @@ static int is_loopback(const struct listen_addr *a)
     return 1;
 }
 
-struct admin *admin_start(struct event_base *base, struct supervisor *sup, const struct config *cfg,
-                          char *err, size_t errlen)
+int admin_console_start(struct supervisor *sup, const struct config *cfg, void **state, char *err,
+                        size_t errlen)
 {
+    const struct admin_config *ac = config_section(cfg, &admin_module);
     struct admin *a = calloc(1, sizeof *a);
-    if (!a) {
+    if (!a || !ac) {
+        free(a);
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return -1;
     }
-    a->base = base;
+    a->base = sup_base(sup);
     a->sup = sup;
-    set_secrets(a, cfg);
-    for (size_t i = 0; i < cfg->admin.nlisten; i++) {
-        const struct listen_addr *addr = &cfg->admin.listen[i];
-        struct alistener *l = calloc(1, sizeof *l);
+    list_init(&a->sessions);
+    if (set_secrets(a, ac) < 0) {
+        snprintf(err, errlen, "out of memory");
+        admin_console_stop(a);
+        return -1;
+    }
+    for (size_t i = 0; i < ac->nlisten; i++) {
+        const struct listen_addr *addr = &ac->listen[i];
+        struct admin_listener *l = calloc(1, sizeof *l);
         if (!l) {
             snprintf(err, errlen, "out of memory");
-            admin_stop(a);
-            return NULL;
+            admin_console_stop(a);
+            return -1;
         }
         l->a = a;
         l->addr = *addr;
@@ -502,8 +624,8 @@ struct admin *admin_start(struct event_base *base, struct supervisor *sup, const
                 *slash = '\0';
                 if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
                     snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
-                    admin_stop(a);
-                    return NULL;
+                    admin_console_stop(a);
+                    return -1;
                 }
             }
         }
@@ -511,52 +633,59 @@ struct admin *admin_start(struct event_base *base, struct supervisor *sup, const
         l->next = a->listeners;
         a->listeners = l;
         if (l->fd < 0) {
-            admin_stop(a);
-            return NULL;
+            admin_console_stop(a);
+            return -1;
         }
         if (l->is_unix && chmod(((const struct sockaddr_un *)&addr->ss)->sun_path, 0600) < 0) {
             snprintf(err, errlen, "chmod 0600 %s: %s", addr->text, strerror(errno));
-            admin_stop(a);
-            return NULL;
+            admin_console_stop(a);
+            return -1;
         }
-        l->ev = event_new(base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+        l->ev = event_new(a->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
         if (!l->ev || event_add(l->ev, NULL) < 0) {
             snprintf(err, errlen, "cannot watch %s", addr->text);
-            admin_stop(a);
-            return NULL;
+            admin_console_stop(a);
+            return -1;
         }
         if (!l->is_unix && !is_loopback(addr))
             log_warn(addr->text, "the admin console listens beyond loopback: keep it firewalled");
         log_info(addr->text, "admin console listening");
     }
-    return a;
+    *state = a;
+    return 0;
 }
 
-void admin_reconfigure(struct admin *a, const struct config *cfg)
+void admin_console_reconfigure(void *state, const struct config *cfg)
 {
-    set_secrets(a, cfg);
+    struct admin *a = state;
+    const struct admin_config *ac = config_section(cfg, &admin_module);
+    if (set_secrets(a, ac) < 0)
+        log_error(NULL, "admin: out of memory taking the new secrets; TCP logins fail until the "
+                        "next reload");
     size_t n = 0;
-    for (struct alistener *l = a->listeners; l; l = l->next)
+    for (struct admin_listener *l = a->listeners; l; l = l->next)
         n++;
-    int same = n == cfg->admin.nlisten;
-    for (size_t i = 0; same && i < cfg->admin.nlisten; i++) {
+    int same = n == ac->nlisten;
+    for (size_t i = 0; same && i < ac->nlisten; i++) {
         int found = 0;
-        for (struct alistener *l = a->listeners; l && !found; l = l->next)
-            found = strcmp(l->addr.text, cfg->admin.listen[i].text) == 0;
+        for (struct admin_listener *l = a->listeners; l && !found; l = l->next)
+            found = strcmp(l->addr.text, ac->listen[i].text) == 0;
         same = found;
     }
     if (!same)
         log_warn(NULL, "admin listeners changed: the new ones open at restart");
 }
 
-void admin_stop(struct admin *a)
+void admin_console_stop(void *state)
 {
+    struct admin *a = state;
     if (!a)
         return;
-    while (a->sessions)
-        session_free(a->sessions);
+    struct list *pos;
+    while ((pos = list_first(&a->sessions)))
+        session_free(list_entry(pos, struct admin_session, node));
     while (a->listeners) {
-        struct alistener *l = a->listeners;
+        struct admin_listener *l = a->listeners;
         a->listeners = l->next;
         if (l->ev)
             event_free(l->ev);
@@ -566,11 +695,6 @@ void admin_stop(struct admin *a)
         }
         free(l);
     }
-    if (a->secret)
-        OPENSSL_cleanse(a->secret, strlen(a->secret));
-    if (a->operator_secret)
-        OPENSSL_cleanse(a->operator_secret, strlen(a->operator_secret));
-    free(a->secret);
-    free(a->operator_secret);
+    forget_secrets(a);
     free(a);
 }

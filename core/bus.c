@@ -72,6 +72,14 @@ size_t bus_inbox_depth(int id)
     return q ? queue_depth(q) : 0;
 }
 
+void bus_reclaim(int id, bus_dispatch_fn *fn, void *arg)
+{
+    struct queue *q = atomic_load(&inboxes[id]);
+    struct msg m;
+    while (q && queue_pop(q, &m))
+        fn(&m, arg);
+}
+
 void bus_shutdown(void)
 {
     for (int i = 0; i <= BUS_MAX_WORKERS; i++) {

@@ -26,29 +26,27 @@ struct event_base;
 #define BUS_MAX_WORKERS 256
 #define BUS_INBOX_CAPACITY 65536
 
-enum msg_type {
+/* The core's own messages (msg.module == 0). Modules define their own
+ * types, addressed with their module id (core/module.h). */
+enum core_msg {
     MSG_STOP = 1,      /* to worker: a = grace period in ms (0: now) */
     MSG_CONFIG,        /* to worker: ptr = struct config * (one reference) */
     MSG_LISTEN_ADD,    /* to worker: ptr = struct listener_sock * */
-    MSG_LISTEN_REMOVE, /* to worker: a = listener id */
+    MSG_LISTEN_REMOVE, /* to worker: a = listener id (accept what is queued, then close) */
+    MSG_LISTEN_SHED,   /* to worker: close b sockets of listener a (the kernel migrates
+                          their queues: net.ipv4.tcp_migrate_req) */
+    MSG_LISTEN_RETURN, /* to worker: give b sockets of listener a back (MSG_LISTEN_BACK) */
+    MSG_LISTEN_BACK,   /* to supervisor: ptr = struct listener_sock *, queue and all */
     MSG_STATS_REQ,     /* to worker: a = request id */
     MSG_STATS_REPLY,   /* to supervisor: a = request id, ptr = struct worker_stats_snapshot * */
     MSG_WORKER_EXITED, /* to supervisor: from = worker id */
-    MSG_PROTO,         /* protocol-defined: proto = index, sub = subtype */
-    MSG_ADMIN,         /* to worker: sub = enum admin_query, a = query id, b = argument,
-                          ptr = a string argument or NULL */
-    MSG_ADMIN_REPLY,   /* to supervisor: a = query id, b = a number, ptr = text or NULL */
-    MSG_HANDOFF,       /* to worker: give one socket of listener a to worker b */
-    MSG_DRAIN,         /* to worker: give every socket to worker b, then stop within a ms */
+    MSG_DRAIN,         /* to worker: leave within a ms; b = DRAIN_* flags */
+    MSG_CONN_MOVE,     /* worker -> supervisor -> worker: ptr = struct conn_move * */
 };
 
-/* What the admin console asks workers (MSG_ADMIN). */
-enum admin_query {
-    ADMIN_CONNS = 1,    /* ptr: service name filter or NULL; b: 1 for JSON lines */
-    ADMIN_KILL,         /* b: connection id; reply b: 1 if it was this worker's */
-    ADMIN_LISTENER_OFF, /* ptr: an address or a service name; reply b: sockets */
-    ADMIN_LISTENER_ON,  /* ptr: an address or a service name; reply b: sockets */
-};
+/* MSG_DRAIN: what the leaving worker does with its TCP listening sockets. */
+#define DRAIN_CLOSE_SOCKETS 1 /* close them: the kernel migrates their queues */
+/* without it: give each back to the supervisor (MSG_LISTEN_BACK) */
 
 typedef void bus_dispatch_fn(struct msg *m, void *arg);
 
@@ -59,6 +57,10 @@ int bus_is_live(int id);
 /* Highest worker id ever made live; iterate 1..n and skip dead slots. */
 int bus_max_worker(void);
 size_t bus_inbox_depth(int id);
+/* Supervisor: hands every message left in the inbox of a worker that has
+ * exited (joined, or never started) to fn, which owns each one; so what was
+ * on its way to that worker, a socket or a session, is not lost. */
+void bus_reclaim(int id, bus_dispatch_fn *fn, void *arg);
 /* Frees every inbox; only when no other thread runs. */
 void bus_shutdown(void);
 

@@ -9,7 +9,7 @@
 
 #include "core/bus.h"
 #include "core/log.h"
-#include "protocols/protocol.h"
+#include "core/module.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -43,21 +43,24 @@ int cfg_error(struct cfg_ctx *ctx, const config_setting_t *at, const char *fmt, 
     return -1;
 }
 
-static int check_keys(struct cfg_ctx *ctx, const config_setting_t *group, const char *const *a,
-                      const char *const *b)
+static int key_in(const char *name, const char *const *keys)
+{
+    for (const char *const *k = keys; k && *k; k++)
+        if (strcmp(*k, name) == 0)
+            return 1;
+    return 0;
+}
+
+int cfg_check_keys(struct cfg_ctx *ctx, const config_setting_t *group, const char *what,
+                   const char *const *keys, const char *const *more)
 {
     if (!config_setting_is_group(group))
-        return cfg_error(ctx, group, "expected a group { ... }");
+        return cfg_error(ctx, group, "%s must be a group { ... }", what);
     for (int i = 0; i < config_setting_length(group); i++) {
-        config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+        const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
         const char *name = config_setting_name(s);
-        int known = 0;
-        for (const char *const *k = a; k && *k && !known; k++)
-            known = strcmp(*k, name) == 0;
-        for (const char *const *k = b; k && *k && !known; k++)
-            known = strcmp(*k, name) == 0;
-        if (!known)
-            return cfg_error(ctx, s, "unknown key '%s'", name);
+        if (!key_in(name, keys) && !key_in(name, more))
+            return cfg_error(ctx, s, "unknown key '%s' in %s", name, what);
     }
     return 0;
 }
@@ -133,8 +136,8 @@ char *cfg_path(const struct cfg_ctx *ctx, const char *path)
 
 static void free_service(struct service *s)
 {
-    if (s->pcfg && s->proto->free_cfg)
-        s->proto->free_cfg(s->pcfg);
+    if (s->pcfg && s->module->free_cfg)
+        s->module->free_cfg(s->pcfg);
     free(s->name);
     free(s->listen);
 }
@@ -144,16 +147,11 @@ static void config_free(struct config *c)
     for (size_t i = 0; i < c->nservices; i++)
         free_service(&c->services[i]);
     free(c->services);
+    for (unsigned i = 1; c->sections && i <= module_count(); i++)
+        if (c->sections[i] && module_at(i)->free_section)
+            module_at(i)->free_section(c->sections[i]);
+    free(c->sections);
     free(c->text);
-    free(c->admin.listen);
-    free(c->admin.secret_path);
-    free(c->admin.operator_secret_path);
-    if (c->admin.secret) /* wipe secrets before the memory goes back */
-        memset(c->admin.secret, 0, strlen(c->admin.secret));
-    if (c->admin.operator_secret)
-        memset(c->admin.operator_secret, 0, strlen(c->admin.operator_secret));
-    free(c->admin.secret);
-    free(c->admin.operator_secret);
     free(c->path);
     free(c->dir);
     free(c->error_log);
@@ -180,6 +178,12 @@ const struct service *config_service(const struct config *c, const char *name)
         if (strcmp(c->services[i].name, name) == 0)
             return &c->services[i];
     return NULL;
+}
+
+void *config_section(const struct config *c, const struct module *m)
+{
+    unsigned id = module_id(m);
+    return id && c->sections ? c->sections[id] : NULL;
 }
 
 static int parse_workers(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
@@ -209,8 +213,8 @@ static int parse_log(struct cfg_ctx *ctx, config_setting_t *root, struct config 
     config_setting_t *g = config_setting_get_member(root, "log");
     const char *level = NULL, *target = "stderr";
     if (g) {
-        if (check_keys(ctx, g, keys, NULL) < 0 || cfg_string(ctx, g, "level", &level) < 0 ||
-            cfg_string(ctx, g, "error_log", &target) < 0)
+        if (cfg_check_keys(ctx, g, "'log'", keys, NULL) < 0 ||
+            cfg_string(ctx, g, "level", &level) < 0 || cfg_string(ctx, g, "error_log", &target) < 0)
             return -1;
         if (level && (c->log_level = log_level_parse(level)) < 0)
             return cfg_error(ctx, config_setting_get_member(g, "level"),
@@ -220,69 +224,62 @@ static int parse_log(struct cfg_ctx *ctx, config_setting_t *root, struct config 
     return c->error_log ? 0 : cfg_error(ctx, g, "out of memory");
 }
 
-static int parse_listen_list(struct cfg_ctx *ctx, config_setting_t *l, struct listen_addr **out,
-                             size_t *nout);
-
-static int parse_listen(struct cfg_ctx *ctx, config_setting_t *block, struct service *svc)
+int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *l, struct listen_addr **out,
+               size_t *nout)
 {
-    config_setting_t *l = config_setting_get_member(block, "listen");
-    if (!l)
-        return cfg_error(ctx, block, "service '%s' needs 'listen'", svc->name);
-    return parse_listen_list(ctx, l, &svc->listen, &svc->nlisten);
-}
-
-static int parse_listen_list(struct cfg_ctx *ctx, config_setting_t *l, struct listen_addr **out,
-                             size_t *nout)
-{
-    struct service tmp = {0}, *svc = &tmp;
-    if (config_setting_type(l) == CONFIG_TYPE_STRING) {
-        svc->nlisten = 1;
-    } else if (config_setting_is_array(l) || config_setting_is_list(l)) {
-        svc->nlisten = (size_t)config_setting_length(l);
-    } else {
+    size_t n;
+    if (config_setting_type(l) == CONFIG_TYPE_STRING)
+        n = 1;
+    else if (config_setting_is_array(l) || config_setting_is_list(l))
+        n = (size_t)config_setting_length(l);
+    else
         return cfg_error(ctx, l, "'listen' must be a string or a list of strings");
-    }
-    if (svc->nlisten == 0)
+    if (n == 0)
         return cfg_error(ctx, l, "'listen' is empty");
-    svc->listen = calloc(svc->nlisten, sizeof *svc->listen);
-    if (!svc->listen)
+    struct listen_addr *addrs = calloc(n, sizeof *addrs);
+    if (!addrs)
         return cfg_error(ctx, l, "out of memory");
-    *nout = 0;
-    for (size_t i = 0; i < svc->nlisten; i++) {
-        config_setting_t *e = config_setting_type(l) == CONFIG_TYPE_STRING
-                                  ? l
-                                  : config_setting_get_elem(l, (unsigned)i);
-        if (config_setting_type(e) != CONFIG_TYPE_STRING)
-            return cfg_error(ctx, e, "'listen' entries must be strings");
+    for (size_t i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_type(l) == CONFIG_TYPE_STRING
+                                        ? l
+                                        : config_setting_get_elem(l, (unsigned)i);
         char msg[256];
-        if (listen_addr_parse(config_setting_get_string(e), ctx->dir, &svc->listen[i], msg,
-                              sizeof msg) < 0) {
-            free(svc->listen);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING ||
+            listen_addr_parse(config_setting_get_string(e), ctx->dir, &addrs[i], msg, sizeof msg) <
+                0) {
+            free(addrs);
+            if (config_setting_type(e) != CONFIG_TYPE_STRING)
+                return cfg_error(ctx, e, "'listen' entries must be strings");
             return cfg_error(ctx, e, "%s", msg);
         }
     }
-    *out = svc->listen;
-    *nout = svc->nlisten;
+    *out = addrs;
+    *nout = n;
     return 0;
 }
 
-static int parse_service(struct cfg_ctx *ctx, const struct protocol *p, config_setting_t *block,
+static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_setting_t *block,
                          struct service *svc)
 {
     static const char *const common[] = {"name", "listen", NULL};
-    svc->proto = p;
-    if (check_keys(ctx, block, common, p->keys) < 0)
+    svc->module = m;
+    char what[64];
+    snprintf(what, sizeof what, "a %s service", m->name);
+    if (cfg_check_keys(ctx, block, what, common, m->keys) < 0)
         return -1;
     const char *name = NULL;
     if (cfg_string(ctx, block, "name", &name) < 0)
         return -1;
     if (!name || !*name)
-        return cfg_error(ctx, block, "every %s service needs a non-empty 'name'", p->name);
+        return cfg_error(ctx, block, "every %s service needs a non-empty 'name'", m->name);
     if (!(svc->name = strdup(name)))
         return cfg_error(ctx, block, "out of memory");
-    if (parse_listen(ctx, block, svc) < 0)
+    config_setting_t *l = config_setting_get_member(block, "listen");
+    if (!l)
+        return cfg_error(ctx, block, "service '%s' needs 'listen'", svc->name);
+    if (cfg_listen(ctx, l, &svc->listen, &svc->nlisten) < 0)
         return -1;
-    return p->parse(ctx, block, &svc->pcfg);
+    return m->parse(ctx, block, &svc->pcfg);
 }
 
 /* Lines of listen entries, for error messages about duplicates. */
@@ -296,13 +293,13 @@ static const config_setting_t *listen_entry(config_setting_t *block, size_t i)
 static int parse_services(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
     size_t total = 0;
-    for (int p = 0; protocols_all[p]; p++) {
-        config_setting_t *l = config_setting_get_member(root, protocols_all[p]->name);
+    for (unsigned p = 1; p <= module_count(); p++) {
+        const struct module *m = module_at(p);
+        config_setting_t *l = m->parse ? config_setting_get_member(root, m->name) : NULL;
         if (!l)
             continue;
         if (!config_setting_is_list(l))
-            return cfg_error(ctx, l, "'%s' must be a list of services: ( { ... }, ... )",
-                             protocols_all[p]->name);
+            return cfg_error(ctx, l, "'%s' must be a list of services: ( { ... }, ... )", m->name);
         total += (size_t)config_setting_length(l);
     }
     c->services = calloc(total ? total : 1, sizeof *c->services);
@@ -312,13 +309,14 @@ static int parse_services(struct cfg_ctx *ctx, config_setting_t *root, struct co
         return cfg_error(ctx, root, "out of memory");
     }
     int rc = 0;
-    for (int p = 0; protocols_all[p] && rc == 0; p++) {
-        config_setting_t *l = config_setting_get_member(root, protocols_all[p]->name);
+    for (unsigned p = 1; p <= module_count() && rc == 0; p++) {
+        const struct module *m = module_at(p);
+        config_setting_t *l = m->parse ? config_setting_get_member(root, m->name) : NULL;
         for (int i = 0; l && i < config_setting_length(l) && rc == 0; i++) {
             config_setting_t *block = config_setting_get_elem(l, (unsigned)i);
             struct service *svc = &c->services[c->nservices++];
             blocks[c->nservices - 1] = block;
-            rc = parse_service(ctx, protocols_all[p], block, svc);
+            rc = parse_service(ctx, m, block, svc);
         }
     }
     /* Names and addresses must be unique across every service. */
@@ -339,111 +337,29 @@ static int parse_services(struct cfg_ctx *ctx, config_setting_t *root, struct co
     return rc;
 }
 
-/* A secret file: refused unless only its owner can read it. The content,
- * without a trailing newline, is the HMAC key. */
-static int read_secret(struct cfg_ctx *ctx, config_setting_t *at, const char *path, char **out)
+/* Modules with a section of their own, after every service. */
+static int parse_sections(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return cfg_error(ctx, at, "secret file %s: %s", path, strerror(e));
+    if (!(c->sections = calloc(module_count() + 1, sizeof *c->sections)))
+        return cfg_error(ctx, root, "out of memory");
+    for (unsigned p = 1; p <= module_count(); p++) {
+        const struct module *m = module_at(p);
+        if (m->parse_section &&
+            m->parse_section(ctx, config_setting_get_member(root, m->name), c, &c->sections[p]) < 0)
+            return -1;
     }
-    if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-        close(fd);
-        return cfg_error(ctx, at,
-                         "secret file %s is readable by group or others (mode %03o): chmod 600 it",
-                         path, (unsigned)(st.st_mode & 0777));
-    }
-    char buf[4097];
-    ssize_t n = read(fd, buf, sizeof buf);
-    close(fd);
-    if (n < 0 || n == (ssize_t)sizeof buf)
-        return cfg_error(ctx, at, "secret file %s: %s", path,
-                         n < 0 ? strerror(errno) : "longer than 4096 bytes");
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    if (n < 16)
-        return cfg_error(ctx, at, "secret file %s: a secret needs at least 16 bytes", path);
-    buf[n] = '\0';
-    if (!(*out = strdup(buf)))
-        return cfg_error(ctx, at, "out of memory");
-    return 0;
-}
-
-static int parse_admin(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
-{
-    static const char *const keys[] = {"listen", "secret", "operator_secret", "max_sessions", NULL};
-    struct admin_config *a = &c->admin;
-    a->max_sessions = 16;
-    config_setting_t *g = config_setting_get_member(root, "admin");
-    if (!g) {
-        /* Under systemd (RuntimeDirectory=), a Unix console by default. */
-        const char *rt = getenv("RUNTIME_DIRECTORY");
-        if (!rt || !*rt)
-            return 0;
-        char text[PATH_MAX + 16], msg[256];
-        snprintf(text, sizeof text, "unix:%s/admin.sock", rt);
-        if (!(a->listen = calloc(1, sizeof *a->listen)) ||
-            listen_addr_parse(text, ctx->dir, a->listen, msg, sizeof msg) < 0)
-            return cfg_error(ctx, root, "default admin socket %s: %s", text,
-                             a->listen ? msg : "out of memory");
-        a->nlisten = 1;
-        return 0;
-    }
-    if (!config_setting_is_group(g))
-        return cfg_error(ctx, g, "'admin' must be a group { listen = ...; }");
-    if (check_keys(ctx, g, keys, NULL) < 0)
-        return -1;
-    config_setting_t *l = config_setting_get_member(g, "listen");
-    if (!l)
-        return cfg_error(ctx, g, "'admin' needs 'listen'");
-    if (parse_listen_list(ctx, l, &a->listen, &a->nlisten) < 0)
-        return -1;
-    long long maxs = 16;
-    const char *secret = NULL, *op = NULL;
-    if (cfg_int(ctx, g, "max_sessions", 1, 1000, &maxs) < 0 ||
-        cfg_string(ctx, g, "secret", &secret) < 0 || cfg_string(ctx, g, "operator_secret", &op) < 0)
-        return -1;
-    a->max_sessions = (unsigned)maxs;
-    if (secret) {
-        if (!(a->secret_path = cfg_path(ctx, secret)) ||
-            read_secret(ctx, config_setting_get_member(g, "secret"), a->secret_path, &a->secret) <
-                0)
-            return a->secret_path ? -1 : cfg_error(ctx, g, "out of memory");
-    }
-    if (op) {
-        if (!(a->operator_secret_path = cfg_path(ctx, op)) ||
-            read_secret(ctx, config_setting_get_member(g, "operator_secret"),
-                        a->operator_secret_path, &a->operator_secret) < 0)
-            return a->operator_secret_path ? -1 : cfg_error(ctx, g, "out of memory");
-    }
-    int tcp = 0;
-    for (size_t i = 0; i < a->nlisten; i++)
-        tcp |= a->listen[i].family != AF_UNIX;
-    if (tcp && !a->secret && !a->operator_secret)
-        return cfg_error(ctx, l, "a TCP admin listener needs 'secret' or 'operator_secret'");
-    for (size_t i = 0; i < a->nlisten; i++)
-        for (size_t j = 0; j < c->nservices; j++)
-            for (size_t k = 0; k < c->services[j].nlisten; k++)
-                if (strcmp(a->listen[i].text, c->services[j].listen[k].text) == 0)
-                    return cfg_error(ctx, l, "admin listener %s is also service '%s''s",
-                                     a->listen[i].text, c->services[j].name);
     return 0;
 }
 
 static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
-    static const char *const keys[] = {"workers", "user",         "group",
-                                       "log",     "grace_period", "worker_connections",
-                                       "backlog", "admin",        NULL};
-    const char *proto_keys[16] = {0};
-    for (int p = 0; protocols_all[p] && p < 15; p++)
-        proto_keys[p] = protocols_all[p]->name;
-    if (check_keys(ctx, root, keys, proto_keys) < 0 || parse_workers(ctx, root, c) < 0 ||
-        parse_log(ctx, root, c) < 0)
+    static const char *const keys[] = {
+        "workers", "user", "group", "log", "grace_period", "worker_connections", "backlog", NULL};
+    const char *module_keys[33] = {0};
+    for (unsigned p = 1; p <= module_count() && p <= 32; p++)
+        module_keys[p - 1] = module_at(p)->name;
+    if (cfg_check_keys(ctx, root, "the file", keys, module_keys) < 0 ||
+        parse_workers(ctx, root, c) < 0 || parse_log(ctx, root, c) < 0)
         return -1;
 
     long long conns = 10000, backlog = 511;
@@ -458,7 +374,7 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
     c->backlog = (int)backlog;
     if ((user && !(c->user = strdup(user))) || (group && !(c->group = strdup(group))))
         return cfg_error(ctx, root, "out of memory");
-    return parse_services(ctx, root, c) < 0 ? -1 : parse_admin(ctx, root, c);
+    return parse_services(ctx, root, c) < 0 ? -1 : parse_sections(ctx, root, c);
 }
 
 struct config *config_load(const char *path, char *err, size_t errlen)
@@ -473,6 +389,8 @@ struct config *config_load(const char *path, char *err, size_t errlen)
         return NULL;
     }
     atomic_init(&c->refs, 1);
+    static _Atomic unsigned long loaded;
+    c->generation = atomic_fetch_add(&loaded, 1) + 1;
     c->path = strdup(path);
     /* Resolve the folder once, so relative paths survive a later chdir. */
     if (!realpath(dirname(tmp), dir))

@@ -4,7 +4,9 @@
  *
  * config_load() builds and fully validates a snapshot on the supervisor; a
  * snapshot is never changed afterwards, so any thread may read it while it
- * holds a reference. The last config_unref(), on whichever thread, frees it.
+ * holds a reference. The last config_unref(), on whichever thread, frees it:
+ * a snapshot holds nothing mutable and nothing that belongs to one worker
+ * (modules keep per-worker state in their worker state, core/module.h).
  *
  * Errors come back as "FILE:LINE: message". Unknown keys, wrong types and
  * out-of-range values are errors; nothing is silently ignored.
@@ -17,27 +19,19 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-struct protocol;
+struct module;
 
 struct service {
-    const struct protocol *proto;
+    const struct module *module;
     char *name;
     struct listen_addr *listen;
     size_t nlisten;
-    void *pcfg; /* the protocol's own configuration */
-};
-
-/* The admin console (admin/console.c): listeners and secrets. */
-struct admin_config {
-    struct listen_addr *listen;
-    size_t nlisten;
-    char *secret_path, *operator_secret_path;
-    char *secret, *operator_secret; /* contents; NULL when not configured */
-    unsigned max_sessions;
+    void *pcfg; /* the module's own configuration */
 };
 
 struct config {
     _Atomic int refs;
+    unsigned long generation;    /* snapshots loaded by this process so far, for logs */
     char *path;                  /* as given */
     char *dir;                   /* folder relative paths are resolved against */
     int workers;                 /* resolved: "auto" became the online CPU count */
@@ -49,8 +43,8 @@ struct config {
     char *user, *group;
     struct service *services;
     size_t nservices;
-    struct admin_config admin;
-    char *text; /* the file as it was loaded */
+    void **sections; /* [module id]: what the module's parse_section made */
+    char *text;      /* the file as it was loaded */
 };
 
 #define CONFIG_ERR_MAX 512
@@ -59,8 +53,10 @@ struct config *config_load(const char *path, char *err, size_t errlen);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 const struct service *config_service(const struct config *c, const char *name);
+/* A module's own section (parse_section's result), or NULL. */
+void *config_section(const struct config *c, const struct module *m);
 
-/* Helpers for protocols' parse callbacks. Each returns 0, or -1 with the
+/* Helpers for modules' parse callbacks. Each returns 0, or -1 with the
  * error (file:line: message) recorded in ctx. A missing key leaves *out as
  * it was, so callers set defaults first. */
 struct cfg_ctx {
@@ -72,6 +68,14 @@ struct cfg_ctx {
 
 int cfg_error(struct cfg_ctx *ctx, const config_setting_t *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* group must be a group whose every key is in keys or more (either may be
+ * NULL); what names the group in the error ("virtual host"). */
+int cfg_check_keys(struct cfg_ctx *ctx, const config_setting_t *group, const char *what,
+                   const char *const *keys, const char *const *more);
+/* A listen setting: one address string or a list of them (listener.h
+ * forms); *out is allocated. */
+int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *setting, struct listen_addr **out,
+               size_t *nout);
 int cfg_int(struct cfg_ctx *ctx, const config_setting_t *group, const char *key, long long min,
             long long max, long long *out);
 /* Seconds, integer or fractional, returned in milliseconds. */

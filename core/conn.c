@@ -1,19 +1,50 @@
 /*
- * Connection set-up, byte accounting and closing. Bytes are counted by
- * evbuffer callbacks, so protocols never have to remember to.
+ * Connection set-up, byte accounting, closing, and moving a session to
+ * another worker. Bytes are counted by evbuffer callbacks, so modules never
+ * have to remember to.
+ *
+ * A move (conn_move) detaches the descriptor: the module has released its
+ * state and described the session in a blob; the bufferevent's buffers are
+ * moved (not copied) into fresh evbuffers that belong to no event loop; the
+ * descriptor leaves this worker's epoll set with the bufferevent. All of it
+ * goes to the supervisor in MSG_CONN_MOVE, which forwards it to a worker
+ * that is not leaving, where conn_adopt rebuilds the connection. Because
+ * the bytes the kernel holds stay in the socket, and what was read but not
+ * used travels in the input buffer, nothing the client sent is lost; what
+ * was queued but not sent travels in the output buffer.
  */
 #include "core/conn.h"
 
+#include "core/bus.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/module.h"
 #include "core/worker.h"
-#include "protocols/protocol.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+struct conn_move {
+    int fd;
+    uint64_t id;
+    struct config *cfg; /* the session's snapshot (a reference) */
+    const struct service *svc;
+    uint64_t bytes_in, bytes_out;
+    struct timeval started;
+    time_t last_active;
+    struct evbuffer *in, *out; /* bufferevent modules: unread input, unsent output */
+    void *blob;
+    void (*blob_free)(void *);
+    char peer[64];
+};
+
+/* Connection ids are unique in the process, so one survives a move and the
+ * console's 'kill' finds it wherever it went. */
+static _Atomic uint64_t last_id;
 
 static void touch(struct conn *c)
 {
@@ -44,42 +75,77 @@ static void count_out(struct evbuffer *b, const struct evbuffer_cb_info *info, v
     }
 }
 
-struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const char *peer)
+/* A bufferevent keeps the end of its input frozen (only it reads from the
+ * socket into it), so a moved session's unread input goes in with the
+ * freeze lifted for a moment. */
+static int put_input(struct bufferevent *bev, struct evbuffer *in)
+{
+    struct evbuffer *input = bufferevent_get_input(bev);
+    evbuffer_unfreeze(input, 0);
+    int rc = evbuffer_add_buffer(input, in);
+    evbuffer_freeze(input, 0);
+    return rc;
+}
+
+/* The part of accepting and adopting that is the same. The descriptor is
+ * closed on failure. */
+static struct conn *conn_setup(struct worker *w, const struct service *svc, int fd,
+                               const char *peer, struct evbuffer *in, struct evbuffer *out)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c) {
-        log_error(peer, "out of memory accepting a connection");
+        log_error(peer, "out of memory for a connection; closed");
         close(fd);
         return NULL;
     }
     c->fd = fd;
-    if (!svc->proto->raw_io &&
-        !(c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE))) {
-        log_error(peer, "cannot set up connection buffers");
-        close(fd);
-        free(c);
-        return NULL;
-    }
     c->w = w;
-    c->id = ((uint64_t)w->id << 48) | ++w->next_conn_seq;
-    c->cfg = config_ref(w->cfg);
     c->svc = svc;
-    gettimeofday(&c->started, NULL);
-    c->last_active = c->started.tv_sec;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
-    if (c->bev) {
-        evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c);
-        evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c);
+    if (!(svc->module->flags & MODULE_RAW_IO)) {
+        /* libevent closes the descriptor, after its last use of it: closing
+         * it ourselves could come first when a callback closes the
+         * connection, and the number could be another thread's by then. */
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev || (in && put_input(c->bev, in) < 0) ||
+            (out && evbuffer_add_buffer(bufferevent_get_output(c->bev), out) < 0) ||
+            !evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c) ||
+            !evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c)) {
+            log_error(peer, "cannot set up connection buffers; closed");
+            if (c->bev)
+                bufferevent_free(c->bev);
+            else
+                close(fd);
+            free(c);
+            return NULL;
+        }
     }
-
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
+    list_insert_head(&w->conns, &c->node);
     w->nconns++;
-    stat_add(&w->stats->accepted, 1);
     stat_add(&w->stats->active, 1);
     return c;
+}
+
+struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const char *peer)
+{
+    struct conn *c = conn_setup(w, svc, fd, peer, NULL, NULL);
+    if (!c)
+        return NULL;
+    c->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
+    c->cfg = config_ref(w->cfg);
+    gettimeofday(&c->started, NULL);
+    c->last_active = c->started.tv_sec;
+    stat_add(&w->stats->accepted, 1);
+    return c;
+}
+
+/* Off the worker's list and counters; the caller frees. */
+static void conn_detach(struct conn *c)
+{
+    struct worker *w = c->w;
+    list_remove(&c->node);
+    w->nconns--;
+    stat_sub(&w->stats->active, 1);
 }
 
 void conn_close(struct conn *c)
@@ -87,22 +153,15 @@ void conn_close(struct conn *c)
     if (c->closing == 2)
         return;
     c->closing = 2;
-    int idx = protocol_index(c->svc->proto);
-    if (c->svc->proto->closed)
-        c->svc->proto->closed(worker_proto_state(c->w, idx), c);
+    const struct module *m = c->svc->module;
+    if (m->closed)
+        m->closed(worker_module_state(c->w, m), c);
     struct worker *w = c->w;
     if (c->bev)
         bufferevent_free(c->bev);
     else
         close(c->fd);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->nconns--;
-    stat_sub(&w->stats->active, 1);
+    conn_detach(c);
     stat_add(&w->stats->closed, 1);
     config_unref(c->cfg);
     free(c);
@@ -127,7 +186,7 @@ void conn_close_after_flush(struct conn *c, unsigned timeout_ms)
     if (c->closing)
         return;
     c->closing = 1;
-    if (!c->bev) { /* raw_io protocols flush before they ask */
+    if (!c->bev) { /* raw I/O modules flush before they ask */
         conn_close(c);
         return;
     }
@@ -161,4 +220,117 @@ void conn_count_out(struct conn *c, size_t n)
     touch(c);
     c->bytes_out += n;
     stat_add(&c->w->stats->bytes_out, n);
+}
+
+/* ---- moving a session ---- */
+
+void conn_move_free(void *p)
+{
+    struct conn_move *mv = p;
+    log_warn(mv->peer, "connection %llu closed: it could not be moved to another worker",
+             (unsigned long long)mv->id);
+    close(mv->fd);
+    if (mv->in)
+        evbuffer_free(mv->in);
+    if (mv->out)
+        evbuffer_free(mv->out);
+    if (mv->blob && mv->blob_free)
+        mv->blob_free(mv->blob);
+    config_unref(mv->cfg);
+    free(mv);
+}
+
+uint64_t conn_move_id(const struct conn_move *mv)
+{
+    return mv->id;
+}
+
+/* Moves the bufferevent's buffers into loop-less evbuffers; -1 without
+ * memory (nothing moved then). */
+static int take_buffers(struct conn *c, struct conn_move *mv)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev), *out = bufferevent_get_output(c->bev);
+    /* Moving bytes out is not receiving or sending them. */
+    evbuffer_remove_cb(in, count_in, c);
+    evbuffer_remove_cb(out, count_out, c);
+    /* The bufferevent keeps the start of its output frozen (only it sends
+     * from there); it is about to be freed. */
+    evbuffer_unfreeze(out, 1);
+    if (!(mv->in = evbuffer_new()) || !(mv->out = evbuffer_new()) ||
+        evbuffer_add_buffer(mv->in, in) < 0 || evbuffer_add_buffer(mv->out, out) < 0)
+        return -1;
+    return 0;
+}
+
+void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
+{
+    struct worker *w = c->w;
+    struct conn_move *mv = calloc(1, sizeof *mv);
+    if (!mv || (c->bev && take_buffers(c, mv) < 0)) {
+        log_error(c->peer, "out of memory moving connection %llu; closed",
+                  (unsigned long long)c->id);
+        if (mv) {
+            if (mv->in)
+                evbuffer_free(mv->in);
+            if (mv->out)
+                evbuffer_free(mv->out);
+            free(mv);
+        }
+        if (blob && blob_free)
+            blob_free(blob);
+        conn_close(c);
+        return;
+    }
+    if (c->bev) {
+        /* Off this loop at once, and the descriptor no longer the
+         * bufferevent's: freeing it then leaves the descriptor open. */
+        bufferevent_setfd(c->bev, -1);
+        bufferevent_free(c->bev);
+    }
+    mv->fd = c->fd;
+    mv->id = c->id;
+    mv->cfg = c->cfg; /* the reference travels */
+    mv->svc = c->svc;
+    mv->bytes_in = c->bytes_in;
+    mv->bytes_out = c->bytes_out;
+    mv->started = c->started;
+    mv->last_active = c->last_active;
+    mv->blob = blob;
+    mv->blob_free = blob_free;
+    snprintf(mv->peer, sizeof mv->peer, "%s", c->peer);
+    conn_detach(c);
+    stat_add(&w->stats->moved_out, 1);
+    free(c);
+    log_debug(mv->peer, "connection %llu leaves worker %d", (unsigned long long)mv->id, w->id);
+    struct msg m = {.type = MSG_CONN_MOVE, .ptr = mv, .free_fn = conn_move_free};
+    bus_send(BUS_SUPERVISOR, &m);
+    worker_conn_gone(w);
+}
+
+void conn_adopt(struct worker *w, struct conn_move *mv)
+{
+    const struct module *m = mv->svc->module;
+    struct conn *c = conn_setup(w, mv->svc, mv->fd, mv->peer, mv->in, mv->out);
+    if (mv->in)
+        evbuffer_free(mv->in);
+    if (mv->out)
+        evbuffer_free(mv->out);
+    if (!c) {
+        if (mv->blob && mv->blob_free)
+            mv->blob_free(mv->blob);
+        config_unref(mv->cfg);
+        free(mv);
+        return;
+    }
+    c->id = mv->id;
+    c->cfg = mv->cfg;
+    c->bytes_in = mv->bytes_in;
+    c->bytes_out = mv->bytes_out;
+    c->started = mv->started;
+    c->last_active = mv->last_active;
+    void *blob = mv->blob;
+    free(mv);
+    stat_add(&w->stats->moved_in, 1);
+    log_debug(c->peer, "connection %llu moved to worker %d", (unsigned long long)c->id, w->id);
+    m->adopt(worker_module_state(w, m), c, blob);
 }

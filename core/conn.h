@@ -1,10 +1,13 @@
 /*
- * A client connection, owned for its whole life by the worker that accepted
- * it. The core makes the bufferevent, counts bytes, keeps the worker's list
- * and limits, and closes; the protocol owns proto_ctx and everything it
- * says. Worker thread only.
+ * A client connection, owned by one worker at a time: the worker that
+ * accepted it, or the one it moved to when its worker left (conn_move).
+ * The core makes the bufferevent, counts bytes, keeps the worker's list
+ * and limits, closes, and carries a session between workers; the module
+ * owns c->ctx and everything the session says. Worker thread only.
  */
 #pragma once
+
+#include "core/list.h"
 
 #include <event2/bufferevent.h>
 #include <stdint.h>
@@ -16,14 +19,14 @@ struct service;
 struct worker;
 
 struct conn {
-    struct conn *prev, *next; /* the worker's list */
-    uint64_t id;              /* unique in the process: worker id in the top 16 bits */
+    struct list node; /* the worker's connections */
+    uint64_t id;      /* unique in the process; kept when the session moves */
     struct worker *w;
     struct config *cfg;        /* snapshot it was accepted under (a reference) */
     const struct service *svc; /* in cfg */
-    struct bufferevent *bev;   /* NULL for raw_io protocols */
+    struct bufferevent *bev;   /* NULL for MODULE_RAW_IO modules */
     int fd;
-    void *proto_ctx;
+    void *ctx; /* the module's per-connection state */
     uint64_t bytes_in, bytes_out;
     struct timeval started;
     time_t last_active;   /* seconds (wall clock, the loop's cached time) */
@@ -31,16 +34,37 @@ struct conn {
     char peer[64];
 };
 
-/* Closes now: the protocol's closed() runs first, then everything is freed. */
+/* Closes now: the module's closed() runs first, then everything is freed. */
 void conn_close(struct conn *c);
 /* Stops reading, sends what is queued, then closes; gives up after
  * timeout_ms if the peer does not read. */
 void conn_close_after_flush(struct conn *c, unsigned timeout_ms);
 /* A protocol error or a socket error: counted in the worker's stats. */
 void conn_count_error(struct conn *c);
-/* Byte accounting for raw_io protocols (bufferevents count their own). */
+/* Byte accounting for MODULE_RAW_IO modules (bufferevents count their own). */
 void conn_count_in(struct conn *c, size_t n);
 void conn_count_out(struct conn *c, size_t n);
 
-/* For worker.c: wraps an accepted descriptor; NULL (fd closed) on failure. */
+/* Gives the session to another worker (only for modules with adopt(), and
+ * only while the worker drains). Call it once the module has released its
+ * own per-connection state, events included, and set c->ctx to NULL; blob
+ * is the module's description of the session, given to adopt() on the
+ * receiving worker, and blob_free frees it should the move fail (on any
+ * thread). The bufferevent's unread input and unsent output travel with
+ * the descriptor. Afterwards c is gone: moved, or closed if the move could
+ * not be made. */
+void conn_move(struct conn *c, void *blob, void (*blob_free)(void *));
+
+/* ---- for the core ---- */
+
+/* What travels in MSG_CONN_MOVE; owned by the message. */
+struct conn_move;
+void conn_move_free(void *mv);
+/* The supervisor's view of a move, to say where it goes. */
+uint64_t conn_move_id(const struct conn_move *mv);
+
+/* worker.c: wraps an accepted descriptor; NULL (fd closed) on failure. */
 struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const char *peer);
+/* worker.c: takes a moved session (mv is consumed) and hands it to its
+ * module's adopt(). */
+void conn_adopt(struct worker *w, struct conn_move *mv);

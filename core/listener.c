@@ -3,6 +3,8 @@
  */
 #include "core/listener.h"
 
+#include "core/sbuf.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -60,7 +62,7 @@ int listen_addr_parse(const char *spec, const char *base_dir, struct listen_addr
                       size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (strncmp(spec, "unix:", 5) == 0)
+    if (strncmp(spec, LIT("unix:")) == 0)
         return parse_unix(spec + 5, base_dir, out, err, errlen);
 
     char host[INET6_ADDRSTRLEN + 2];

@@ -4,6 +4,8 @@
  */
 #include "core/log.h"
 
+#include "core/sbuf.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -109,7 +111,7 @@ static void ring_add(const char *line, size_t len)
     memcpy(ring[ring_next], line, len);
     ring[ring_next][len] = '\0';
     if (len == LOG_RING_LINE - 1)
-        memcpy(ring[ring_next] + len - 3, "...", 3);
+        memcpy(ring[ring_next] + len - 3, LIT("..."));
     ring_next = (ring_next + 1) % LOG_RING;
     if (ring_count < LOG_RING)
         ring_count++;

@@ -1,10 +1,16 @@
 /*
- * medusad: the command line (shared DESIGN.md §3). Everything else is the
- * supervisor's.
+ * medusad: the command line (shared DESIGN.md §3) and the list of modules
+ * this build serves. It is the one file of core/ that names modules: a new
+ * protocol is its folder under protocols/ (the build finds it, and
+ * protocols.h declares it) plus its line in `modules` below.
+ * Everything else is the supervisor's.
  */
+#include "admin/admin.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/module.h"
 #include "core/supervisor.h"
+#include "protocols.h"
 #include "version.h"
 
 #include <stdio.h>
@@ -27,6 +33,12 @@ static void usage(FILE *f)
             "  -h       this help\n"
             "signals: TERM/INT graceful stop, HUP reload, USR1 reopen logs, USR2 log statistics\n");
 }
+
+/* Services first, in the order their configuration lists are parsed; the
+ * console last, since its section is checked against them. */
+static const struct module *const modules[] = {
+    &http_module, &chat_module, &echo_module, &admin_module, NULL,
+};
 
 int main(int argc, char **argv)
 {
@@ -66,6 +78,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init();
+    modules_register(modules);
     if (test) {
         char err[CONFIG_ERR_MAX];
         struct config *c = config_load(config, err, sizeof err);

@@ -22,13 +22,12 @@
 #include <stdint.h>
 
 struct msg {
-    uint16_t type;  /* enum msg_type in core/bus.h */
-    uint16_t proto; /* protocol index, for MSG_PROTO */
-    uint16_t from;  /* sender thread id */
-    uint16_t sub;   /* protocol-defined subtype */
-    uint32_t len;   /* length of ptr's data, when that is a byte string */
-    uint64_t a, b;  /* small arguments */
-    void *ptr;      /* owned payload, or NULL */
+    uint16_t module; /* the addressee: 0 the core, else a module id (core/module.h) */
+    uint16_t type;   /* the addressee's own: enum core_msg (core/bus.h) for the core */
+    uint16_t from;   /* sender thread id */
+    uint32_t len;    /* length of ptr's data, when that is a byte string */
+    uint64_t a, b;   /* small arguments */
+    void *ptr;       /* owned payload, or NULL */
     void (*free_fn)(void *);
 };
 

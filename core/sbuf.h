@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+/* A string literal and its length, for calls that take both:
+ * sb_add(sb, LIT("\r\n")). The "" pasting refuses anything but a literal. */
+#define LIT(s) ("" s ""), (sizeof(s) - 1)
+
 /* A growable string; on allocation failure it stays short and sb->failed
  * is set, so callers check once at the end. */
 struct sbuf {

@@ -1,9 +1,14 @@
-/* Counter slots for every possible worker, and the process start time. */
+/* Counter slots for every possible worker, the process start time, and the
+ * report that gathers every figure (the console's 'stats', /status.json). */
 #include "core/stats.h"
 
 #include "core/bus.h"
+#include "core/module.h"
+#include "core/sbuf.h"
+#include "version.h"
 
 #include <time.h>
+#include <unistd.h>
 
 static struct worker_stats slots[BUS_MAX_WORKERS + 1];
 static long long started;
@@ -21,4 +26,57 @@ struct worker_stats *stats_slot(int id)
 long long stats_started(void)
 {
     return started;
+}
+
+static void report_workers(enum module_stats_format fmt, struct sbuf *sb)
+{
+    int first = 1;
+    for (int id = 1; id <= bus_max_worker(); id++) {
+        if (!bus_is_live(id))
+            continue;
+        struct worker_stats *w = &slots[id];
+        unsigned long long act = stat_get(&w->active), acc = stat_get(&w->accepted),
+                           clo = stat_get(&w->closed), bin = stat_get(&w->bytes_in),
+                           bout = stat_get(&w->bytes_out), err = stat_get(&w->errors),
+                           min = stat_get(&w->moved_in), mout = stat_get(&w->moved_out);
+        if (fmt == MODULE_STATS_JSON)
+            sb_addf(sb,
+                    "%s{\"id\":%d,\"connections_active\":%llu,\"connections_accepted\":%llu,"
+                    "\"connections_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                    "\"errors\":%llu,\"moved_in\":%llu,\"moved_out\":%llu}",
+                    first ? "" : ",", id, act, acc, clo, bin, bout, err, min, mout);
+        else
+            sb_addf(sb,
+                    "worker %d: %llu active, %llu accepted, %llu closed, %llu moved in, %llu "
+                    "moved out, %llu bytes in, %llu bytes out, %llu errors\n",
+                    id, act, acc, clo, min, mout, bin, bout, err);
+        first = 0;
+    }
+}
+
+void stats_report(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb)
+{
+    long long uptime = (long long)time(NULL) - started;
+    if (fmt == MODULE_STATS_JSON) {
+        sb_addf(sb, "{\"version\":\"%s\",\"pid\":%d,\"uptime_seconds\":%lld,\"workers\":[",
+                MEDUSA_VERSION, (int)getpid(), uptime);
+        report_workers(fmt, sb);
+        sb_adds(sb, "]");
+    } else {
+        sb_addf(sb, "medusa %s, pid %d, up %lld s\n", MEDUSA_VERSION, (int)getpid(), uptime);
+        report_workers(fmt, sb);
+    }
+    for (unsigned i = 1; i <= module_count(); i++) {
+        const struct module *m = module_at(i);
+        if (!m->stats)
+            continue;
+        if (fmt == MODULE_STATS_JSON) {
+            sb_adds(sb, ",\"");
+            sb_add_json(sb, m->name);
+            sb_adds(sb, "\":");
+        }
+        m->stats(cfg, fmt, sb);
+    }
+    if (fmt == MODULE_STATS_JSON)
+        sb_adds(sb, "}\n");
 }

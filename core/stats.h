@@ -7,13 +7,19 @@
  */
 #pragma once
 
+#include "core/module.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 
+struct config;
+struct sbuf;
+
 struct worker_stats {
     _Atomic uint64_t accepted, active, closed, bytes_in, bytes_out, errors;
-    _Atomic uint64_t requests; /* HTTP requests answered, chat lines said */
-    _Atomic uint64_t lag_us;   /* event-loop lag: the latest tick's lateness */
+    _Atomic uint64_t requests;            /* HTTP requests answered, chat lines said */
+    _Atomic uint64_t moved_in, moved_out; /* sessions moved between workers */
+    _Atomic uint64_t lag_us;              /* event-loop lag: the latest tick's lateness */
 } __attribute__((aligned(64)));
 
 /* Worker id -> its counters. Slots live as long as the process (like bus
@@ -22,6 +28,10 @@ struct worker_stats {
 struct worker_stats *stats_slot(int id);
 /* When the process started (CLOCK_REALTIME seconds), for uptime. */
 long long stats_started(void);
+
+/* Every figure: uptime, the live workers' counters, then each module's
+ * stats() under its name. Any thread. */
+void stats_report(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb);
 
 struct worker_stats_snapshot {
     int worker;

@@ -2,16 +2,17 @@
  * Supervisor thread; see supervisor.h.
  *
  * Listeners. The supervisor keeps the list of (service, address) pairs that
- * are open. It opens the sockets, one SO_REUSEPORT socket per worker for TCP
- * and one shared socket dup'ed per worker for Unix paths, and gives each
- * worker its descriptor in MSG_LISTEN_ADD; from then on the worker owns it.
- * Opening happens before anything is committed, so a reload whose new
- * listener cannot be bound changes nothing.
+ * are open. It opens the sockets, SO_REUSEPORT sockets for TCP and one
+ * shared socket dup'ed per worker for Unix paths, and gives each worker its
+ * descriptors in MSG_LISTEN_ADD; from then on the worker owns them. Opening
+ * happens before anything is committed, so a reload whose new listener
+ * cannot be bound changes nothing. How many sockets a TCP listener has, and
+ * who holds them while workers come and go, is scaling.c's business.
  *
  * Reload (SIGHUP): parse and validate a new snapshot; open the listeners it
  * adds; only then send workers the new snapshot, the new listeners, and the
- * removals. On any error the old configuration stays active, and the error
- * is logged with file:line.
+ * removals; then tell every module. On any error the old configuration
+ * stays active, and the error is logged with file:line.
  *
  * Stop (SIGTERM, SIGINT): MSG_STOP with the grace period to every worker;
  * exit 0 when every worker has reported that it exited. A second signal
@@ -19,17 +20,18 @@
  */
 #include "core/supervisor.h"
 
-#include "admin/console.h"
 #include "core/bus.h"
 #include "core/config.h"
+#include "core/conn.h"
 #include "core/listener.h"
 #include "core/log.h"
+#include "core/module.h"
+#include "core/supervisor_impl.h"
 #include "core/worker.h"
-#include "protocols/protocol.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -39,42 +41,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-struct sup_listener {
-    struct sup_listener *next;
-    uint32_t id;
-    int disabled; /* by the console */
-    int keep_fd;  /* Unix: the supervisor's own copy, to dup for new workers */
-    /* TCP: how many of this listener's SO_REUSEPORT sockets each worker
-     * holds (a worker that drained handed its sockets to another). */
-    uint16_t held[BUS_MAX_WORKERS + 1];
-    char *service;
-    struct listen_addr addr;
-};
-
-struct supervisor {
-    struct event_base *base;
-    struct config *cfg;
-    const char *config_path;
-    struct worker **workers;
-    int nworkers;
-    int workers_override; /* -w: the configuration's 'workers' does not apply */
-    int running;          /* workers not yet exited */
-    /* Workers that left (drained), newest last, shown as "stopped" until
-     * their id is used again; their counters stay in their stats slots. */
-    int stopped[SUP_STOPPED_SHOWN];
-    int nstopped;
-    struct sup_listener *listeners;
-    uint32_t next_listener_id;
-    int stopping;
-    void **proto_state;
-    struct admin *admin;
-    /* Statistics requests in flight (SIGUSR2). */
-    uint64_t stats_req;
-    int stats_pending;
-    struct worker_stats_snapshot stats_total;
-};
-
-static int nrunning(const struct supervisor *s)
+int sup_nrunning(const struct supervisor *s)
 {
     int n = 0;
     for (int i = 0; i < s->nworkers; i++)
@@ -90,8 +57,8 @@ static void free_sup_listener(struct sup_listener *l)
     free(l);
 }
 
-static void send_listener(int worker, uint32_t id, int fd, const char *service, const char *text,
-                          int disabled)
+void sup_send_listener(int worker, uint32_t id, int fd, const char *service, const char *text,
+                       int disabled)
 {
     struct listener_sock *ls = calloc(1, sizeof *ls);
     if (!ls || !(ls->service = strdup(service)) || !(ls->text = strdup(text))) {
@@ -136,9 +103,13 @@ static int open_for_workers(const struct listen_addr *a, int backlog, int n, int
 static struct sup_listener *find_listener(struct supervisor *s, const char *service,
                                           const char *text)
 {
-    for (struct sup_listener *l = s->listeners; l; l = l->next)
+    struct list *pos;
+    list_for_each(pos, &s->listeners)
+    {
+        struct sup_listener *l = sup_listener_of(pos);
         if (strcmp(l->service, service) == 0 && strcmp(l->addr.text, text) == 0)
             return l;
+    }
     return NULL;
 }
 
@@ -206,13 +177,13 @@ static int open_new_listeners(struct supervisor *s, const struct config *cfg,
         for (size_t a = 0; a < svc->nlisten; a++) {
             if (find_listener(s, svc->name, svc->listen[a].text))
                 continue;
-            struct pending_open *p = pending_new(svc, &svc->listen[a], nrunning(s));
+            struct pending_open *p = pending_new(svc, &svc->listen[a], sup_nrunning(s));
             if (!p) {
                 snprintf(err, errlen, "out of memory opening %s", svc->listen[a].text);
                 goto fail;
             }
-            if (open_for_workers(&svc->listen[a], cfg->backlog, nrunning(s), p->fds, err, errlen) <
-                0) {
+            if (open_for_workers(&svc->listen[a], cfg->backlog, sup_nrunning(s), p->fds, err,
+                                 errlen) < 0) {
                 pending_free(p, 0); /* it cleaned up after itself */
                 goto fail;
             }
@@ -233,13 +204,13 @@ fail:
  * added listeners, whose services exist only in the new snapshot. */
 static void commit_config(struct supervisor *s, struct config *cfg, struct pending_open *opened)
 {
-    for (struct sup_listener **pp = &s->listeners; *pp;) {
-        struct sup_listener *l = *pp;
-        if (in_config(cfg, l)) {
-            pp = &l->next;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &s->listeners)
+    {
+        struct sup_listener *l = sup_listener_of(pos);
+        if (in_config(cfg, l))
             continue;
-        }
-        *pp = l->next;
+        list_remove(&l->node);
         for (int w = 0; w < s->nworkers; w++) {
             struct msg m = {.type = MSG_LISTEN_REMOVE, .a = l->id};
             bus_send(s->workers[w]->id, &m);
@@ -255,19 +226,21 @@ static void commit_config(struct supervisor *s, struct config *cfg, struct pendi
     }
     for (struct pending_open *p = opened; p; p = p->next) {
         p->l->id = ++s->next_listener_id;
-        if (p->l->addr.family == AF_UNIX)
-            p->l->keep_fd = fcntl(p->fds[0], F_DUPFD_CLOEXEC, 0);
+        if (p->l->addr.family == AF_UNIX &&
+            (p->l->keep_fd = fcntl(p->fds[0], F_DUPFD_CLOEXEC, 0)) < 0)
+            log_error(p->l->addr.text, "cannot keep a copy of the socket for new workers: %s",
+                      strerror(errno));
         for (int w = 0, k = 0; w < s->nworkers; w++) {
             if (s->workers[w]->draining)
                 continue; /* it is leaving: no new sockets for it */
-            p->l->held[s->workers[w]->id] = 1;
-            send_listener(s->workers[w]->id, p->l->id, p->fds[k++], p->l->service, p->l->addr.text,
-                          0);
+            if (p->l->addr.family != AF_UNIX)
+                p->l->held[s->workers[w]->id] = 1;
+            sup_send_listener(s->workers[w]->id, p->l->id, p->fds[k++], p->l->service,
+                              p->l->addr.text, 0);
         }
-        p->l->next = s->listeners;
-        s->listeners = p->l;
-        log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, nrunning(s),
-                 nrunning(s) == 1 ? "" : "s");
+        list_insert_head(&s->listeners, &p->l->node);
+        log_info(p->l->addr.text, "listening (%s, %d worker%s)", p->l->service, sup_nrunning(s),
+                 sup_nrunning(s) == 1 ? "" : "s");
         p->l = NULL; /* the supervisor's list owns it now */
     }
     pending_free(opened, 0);
@@ -293,18 +266,19 @@ static int reload(struct supervisor *s, char *err, size_t errlen)
         sd_notify(0, "READY=1\nSTATUS=reload failed; old configuration active");
         return -1;
     }
-    if (!s->workers_override && cfg->workers != nrunning(s))
+    if (!s->workers_override && cfg->workers != sup_nrunning(s))
         log_warn(NULL,
                  "'workers' is now %d but %d are running: the count changes at restart "
                  "(or now with the console's 'workers set')",
-                 cfg->workers, nrunning(s));
+                 cfg->workers, sup_nrunning(s));
     apply_log(cfg);
     commit_config(s, cfg, opened);
     config_unref(s->cfg);
     s->cfg = cfg;
-    if (s->admin)
-        admin_reconfigure(s->admin, cfg);
-    log_info(NULL, "configuration reloaded");
+    for (unsigned i = 1; i <= module_count(); i++)
+        if (module_at(i)->sup_config && s->mstate[i])
+            module_at(i)->sup_config(s->mstate[i], cfg);
+    log_info(NULL, "configuration reloaded (snapshot %lu)", cfg->generation);
     sd_notify(0, "READY=1\nSTATUS=running");
     return 0;
 }
@@ -369,18 +343,26 @@ static void on_stats_reply(struct supervisor *s, struct msg *m)
 
 static void worker_exited(struct supervisor *s, int id)
 {
+    int was_running = 0;
     for (int i = 0; i < s->nworkers; i++) {
         if (s->workers[i]->id != id)
             continue;
         struct worker *w = s->workers[i];
+        was_running = !w->draining;
         worker_join_free(w);
         memmove(&s->workers[i], &s->workers[i + 1],
                 sizeof *s->workers * (size_t)(s->nworkers - i - 1));
         s->nworkers--;
         break;
     }
+    scaling_worker_gone(s, id);
     if (!s->stopping) {
-        log_info(NULL, "worker %d exited; %d running", id, nrunning(s));
+        if (was_running) {
+            log_error(NULL, "worker %d exited unexpectedly; %d running", id, sup_nrunning(s));
+            scaling_place_sockets(s);
+        } else {
+            log_info(NULL, "worker %d exited; %d running", id, sup_nrunning(s));
+        }
         int max = (int)(sizeof s->stopped / sizeof *s->stopped);
         if (s->nstopped == max)
             memmove(s->stopped, s->stopped + 1, sizeof *s->stopped * (size_t)--s->nstopped);
@@ -393,6 +375,17 @@ static void worker_exited(struct supervisor *s, int id)
 static void dispatch(struct msg *m, void *arg)
 {
     struct supervisor *s = arg;
+    if (m->module) {
+        const struct module *mod = module_at(m->module);
+        if (mod && mod->sup_message && s->mstate[m->module]) {
+            mod->sup_message(s->mstate[m->module], m);
+            return;
+        }
+        log_error(NULL, "message %u for module %u from thread %u: nobody takes it", m->type,
+                  m->module, m->from);
+        msg_release(m);
+        return;
+    }
     switch (m->type) {
     case MSG_WORKER_EXITED:
         worker_exited(s, m->from);
@@ -400,18 +393,12 @@ static void dispatch(struct msg *m, void *arg)
     case MSG_STATS_REPLY:
         on_stats_reply(s, m);
         break;
-    case MSG_ADMIN_REPLY:
-        if (s->admin) {
-            admin_message(s->admin, m);
-            return;
-        }
-        break;
-    case MSG_PROTO:
-        if (protocols_all[m->proto] && protocols_all[m->proto]->sup_message) {
-            protocols_all[m->proto]->sup_message(s->proto_state[m->proto], m);
-            return;
-        }
-        break;
+    case MSG_LISTEN_BACK:
+        scaling_on_listen_back(s, m->ptr);
+        return;
+    case MSG_CONN_MOVE:
+        scaling_on_conn_move(s, m);
+        return;
     default:
         log_error(NULL, "unexpected message type %u from thread %u", m->type, m->from);
     }
@@ -427,8 +414,8 @@ static int reopen_logs(struct supervisor *s)
     }
     for (size_t i = 0; i < s->cfg->nservices; i++) {
         const struct service *svc = &s->cfg->services[i];
-        if (svc->proto->reopen && svc->proto->reopen(svc->pcfg) < 0)
-            failed = 1; /* the protocol logged which file */
+        if (svc->module->reopen && svc->module->reopen(svc->pcfg) < 0)
+            failed = 1; /* the module logged which file */
     }
     if (!failed)
         log_info(NULL, "log files reopened");
@@ -499,12 +486,39 @@ static int start_workers(struct supervisor *s)
     return 0;
 }
 
+static int modules_start(struct supervisor *s)
+{
+    for (unsigned i = 1; i <= module_count(); i++) {
+        const struct module *m = module_at(i);
+        char err[CONFIG_ERR_MAX] = "";
+        if (m->sup_init && m->sup_init(s, s->cfg, &s->mstate[i], err, sizeof err) < 0) {
+            log_error(NULL, "%s: %s", m->name, err[0] ? err : "cannot start");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void modules_stop(struct supervisor *s)
+{
+    for (unsigned i = module_count(); i >= 1; i--)
+        if (module_at(i)->sup_dispose && s->mstate[i]) {
+            module_at(i)->sup_dispose(s->mstate[i]);
+            s->mstate[i] = NULL;
+        }
+}
+
+#define NSIGNALS 5
+
 int supervisor_run(const char *config_path, int workers_override)
 {
     struct supervisor sup = {.config_path = config_path, .workers_override = workers_override};
     struct supervisor *s = &sup;
     char err[CONFIG_ERR_MAX];
     int status = 1;
+    static const int sigs[NSIGNALS] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+    struct event *sev[NSIGNALS] = {0};
+    list_init(&s->listeners);
 
     s->cfg = config_load(config_path, err, sizeof err);
     if (!s->cfg) {
@@ -516,20 +530,28 @@ int supervisor_run(const char *config_path, int workers_override)
 
     signal(SIGPIPE, SIG_IGN);
     struct event_config *ec = event_config_new();
-    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
-    s->base = event_base_new_with_config(ec);
-    event_config_free(ec);
-    size_t nproto = 0;
-    while (protocols_all[nproto])
-        nproto++;
-    s->proto_state = calloc(nproto + 1, sizeof *s->proto_state);
-    if (!s->base || !s->proto_state || bus_register(BUS_SUPERVISOR) < 0) {
-        log_error(NULL, "cannot set up the supervisor");
+    if (ec) {
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+        s->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
+    s->mstate = calloc(module_count() + 1, sizeof *s->mstate);
+    if (!s->base || !s->mstate || bus_register(BUS_SUPERVISOR) < 0) {
+        log_error(NULL, "cannot set up the supervisor: out of memory");
         goto out;
     }
     bus_set_live(BUS_SUPERVISOR, 1);
-    if (bus_thread_init(BUS_SUPERVISOR, s->base, dispatch, s) < 0 || start_workers(s) < 0)
-        goto out;
+    if (bus_thread_init(BUS_SUPERVISOR, s->base, dispatch, s) < 0 || start_workers(s) < 0) {
+        log_error(NULL, "cannot set up the supervisor's inbox or the workers");
+        goto out_workers;
+    }
+    for (int i = 0; i < NSIGNALS; i++) {
+        if (!(sev[i] = evsignal_new(s->base, sigs[i], signal_cb, s)) ||
+            event_add(sev[i], NULL) < 0) {
+            log_error(NULL, "cannot watch signal %d", sigs[i]);
+            goto out_workers;
+        }
+    }
 
     struct pending_open *opened;
     if (open_new_listeners(s, s->cfg, &opened, err, sizeof err) < 0) {
@@ -540,9 +562,6 @@ int supervisor_run(const char *config_path, int workers_override)
         pending_free(opened, 1);
         goto out_workers;
     }
-    for (size_t i = 0; i < nproto; i++)
-        if (protocols_all[i]->sup_start)
-            s->proto_state[i] = protocols_all[i]->sup_start();
     for (int i = 0; i < s->nworkers; i++) {
         if (worker_start(s->workers[i]) < 0) {
             log_error(NULL, "cannot start worker %d: %s", i + 1, strerror(errno));
@@ -553,16 +572,9 @@ int supervisor_run(const char *config_path, int workers_override)
         s->running++;
     }
     commit_config(s, s->cfg, opened);
-    if (!(s->admin = admin_start(s->base, s, s->cfg, err, sizeof err))) {
-        log_error(NULL, "admin console: %s", err);
+    if (modules_start(s) < 0) {
         stop(s, 0);
-    }
-
-    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
-    struct event *sev[5];
-    for (size_t i = 0; i < 5; i++) {
-        sev[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
-        event_add(sev[i], NULL);
+        goto run;
     }
     log_info(NULL, "medusad started: %d worker%s, pid %d", s->nworkers, s->nworkers == 1 ? "" : "s",
              (int)getpid());
@@ -571,46 +583,46 @@ int supervisor_run(const char *config_path, int workers_override)
 run:
     if (s->running)
         event_base_dispatch(s->base);
-    for (size_t i = 0; status == 0 && i < 5; i++)
-        event_free(sev[i]);
-    if (s->admin)
-        admin_stop(s->admin);
+    modules_stop(s);
 out_workers:
     /* Workers that never started are freed without a join. */
     for (int i = 0; s->workers && i < s->nworkers; i++) {
         if (!s->workers[i])
             continue;
-        if (bus_is_live(s->workers[i]->id)) {
+        if (bus_is_live(s->workers[i]->id))
             worker_join_free(s->workers[i]);
-        } else {
-            config_unref(s->workers[i]->cfg);
-            free(s->workers[i]->proto_state);
-            free(s->workers[i]);
-        }
+        else
+            worker_free(s->workers[i]);
     }
     free(s->workers);
-    while (s->listeners) {
-        struct sup_listener *l = s->listeners;
-        s->listeners = l->next;
+    struct list *pos;
+    while ((pos = list_first(&s->listeners))) {
+        struct sup_listener *l = sup_listener_of(pos);
+        list_remove(pos);
         listener_unlink(&l->addr);
         free_sup_listener(l);
     }
-    for (size_t i = 0; i < nproto; i++)
-        if (protocols_all[i]->sup_stop && s->proto_state[i])
-            protocols_all[i]->sup_stop(s->proto_state[i]);
     if (status == 0)
         log_info(NULL, "medusad stopped");
 out:
+    for (int i = 0; i < NSIGNALS; i++)
+        if (sev[i])
+            event_free(sev[i]);
     bus_thread_fini();
     bus_shutdown();
-    free(s->proto_state);
+    free(s->mstate);
     if (s->base)
         event_base_free(s->base);
     config_unref(s->cfg);
     return status;
 }
 
-/* ---- for the admin console ---- */
+/* ---- for supervisor-side modules ---- */
+
+struct event_base *sup_base(struct supervisor *s)
+{
+    return s->base;
+}
 
 const struct config *sup_config(struct supervisor *s)
 {
@@ -620,6 +632,11 @@ const struct config *sup_config(struct supervisor *s)
 const char *sup_config_path(struct supervisor *s)
 {
     return s->config_path;
+}
+
+void *sup_module_state(struct supervisor *s, const struct module *m)
+{
+    return s->mstate[module_id(m)];
 }
 
 int sup_workers(struct supervisor *s, struct sup_worker_view *out, int max)
@@ -653,260 +670,35 @@ int sup_reopen_logs(struct supervisor *s)
 }
 
 void sup_each_listener(struct supervisor *s,
-                       void (*fn)(void *arg, uint32_t id, const char *service, const char *text,
-                                  int enabled),
-                       void *arg)
+                       void (*fn)(void *arg, const struct sup_listener_view *l), void *arg)
 {
-    for (struct sup_listener *l = s->listeners; l; l = l->next)
-        fn(arg, l->id, l->service, l->addr.text, !l->disabled);
+    struct list *pos;
+    list_for_each(pos, &s->listeners)
+    {
+        struct sup_listener *l = sup_listener_of(pos);
+        int is_unix = l->addr.family == AF_UNIX;
+        struct sup_listener_view v = {l->id,        l->service, l->addr.text,
+                                      !l->disabled, 1,          is_unix ? NULL : l->held};
+        if (!is_unix) {
+            v.sockets = l->returning;
+            for (int i = 0; i <= BUS_MAX_WORKERS; i++)
+                v.sockets += l->held[i];
+        }
+        fn(arg, &v);
+    }
 }
 
 int sup_listener_enable(struct supervisor *s, const char *which, int enable)
 {
     int n = 0;
-    for (struct sup_listener *l = s->listeners; l; l = l->next) {
+    struct list *pos;
+    list_for_each(pos, &s->listeners)
+    {
+        struct sup_listener *l = sup_listener_of(pos);
         if (strcmp(l->addr.text, which) != 0 && strcmp(l->service, which) != 0)
             continue;
         l->disabled = !enable;
         n++;
     }
     return n;
-}
-
-int sup_ask_workers(struct supervisor *s, int worker, int query, uint64_t id, uint64_t arg,
-                    const char *text)
-{
-    int n = 0;
-    for (int i = 0; i < s->nworkers; i++) {
-        int wid = s->workers[i]->id;
-        if ((worker && wid != worker) || !bus_is_live(wid))
-            continue;
-        char *copy = text ? strdup(text) : NULL;
-        struct msg m = {.type = MSG_ADMIN,
-                        .sub = (uint16_t)query,
-                        .a = id,
-                        .b = arg,
-                        .ptr = copy,
-                        .free_fn = copy ? free : NULL};
-        bus_send(wid, &m);
-        n++;
-    }
-    return n;
-}
-
-void *sup_proto_state(struct supervisor *s, int proto)
-{
-    return s->proto_state[proto];
-}
-
-/* ---- scaling: the console's workers set, worker drain, worker restart ----
- *
- * No connection may be lost, including those waiting in a listener's
- * queue. A leaving worker therefore never closes its SO_REUSEPORT sockets
- * (closing one drops its queue, and with TCP_DEFER_ACCEPT also the
- * connections still in its SYN queue): it hands them, queue and all, to a
- * worker that stays (MSG_DRAIN), then finishes its sessions within the grace
- * period and exits. A new worker gets sockets that a worker holds in
- * surplus (MSG_HANDOFF) before any new socket is opened, so the kernel's
- * spread stays even. Unix listeners are one shared socket: the supervisor
- * keeps a copy and dups it. */
-
-static int free_worker_id(const struct supervisor *s)
-{
-    for (int id = 1; id <= BUS_MAX_WORKERS; id++) {
-        int used = bus_is_live(id);
-        for (int i = 0; i < s->nworkers && !used; i++)
-            used = s->workers[i]->id == id;
-        if (!used)
-            return id;
-    }
-    return -1;
-}
-
-static void give_listeners(struct supervisor *s, struct worker *w)
-{
-    for (struct sup_listener *l = s->listeners; l; l = l->next) {
-        if (l->addr.family == AF_UNIX) {
-            int fd = l->keep_fd >= 0 ? fcntl(l->keep_fd, F_DUPFD_CLOEXEC, 0) : -1;
-            if (fd < 0) {
-                log_error(l->addr.text, "dup for worker %d: %s", w->id, strerror(errno));
-                continue;
-            }
-            send_listener(w->id, l->id, fd, l->service, l->addr.text, l->disabled);
-            continue;
-        }
-        int donor = 0;
-        for (int i = 0; i < s->nworkers && !donor; i++)
-            if (!s->workers[i]->draining && l->held[s->workers[i]->id] > 1)
-                donor = s->workers[i]->id;
-        if (donor) {
-            struct msg m = {.type = MSG_HANDOFF, .a = l->id, .b = (uint64_t)w->id};
-            bus_send(donor, &m);
-            l->held[donor]--;
-            l->held[w->id]++;
-            continue;
-        }
-        char err[256];
-        int fd = listener_open(&l->addr, s->cfg->backlog, err, sizeof err);
-        if (fd < 0) {
-            log_error(l->addr.text, "worker %d gets no socket: %s", w->id, err);
-            continue;
-        }
-        l->held[w->id] = 1;
-        send_listener(w->id, l->id, fd, l->service, l->addr.text, l->disabled);
-    }
-}
-
-static struct worker *spawn(struct supervisor *s, int with_listeners)
-{
-    int id = free_worker_id(s);
-    struct worker *w = id > 0 ? worker_new(id, s->cfg) : NULL;
-    if (!w)
-        return NULL;
-    for (int i = 0; i < s->nstopped; i++)
-        if (s->stopped[i] == id) { /* its counters are about to restart */
-            memmove(&s->stopped[i], &s->stopped[i + 1],
-                    sizeof *s->stopped * (size_t)(s->nstopped - i - 1));
-            s->nstopped--;
-            break;
-        }
-    if (worker_start(w) < 0) {
-        log_error(NULL, "cannot start worker %d: %s", id, strerror(errno));
-        config_unref(w->cfg);
-        free(w->proto_state);
-        free(w);
-        return NULL;
-    }
-    s->workers[s->nworkers++] = w;
-    s->running++;
-    if (with_listeners)
-        give_listeners(s, w);
-    return w;
-}
-
-/* The worker stops taking connections (its sockets go to target) and
- * leaves when its sessions are done or the grace period ends. */
-static void drain(struct supervisor *s, struct worker *w, int target)
-{
-    w->draining = 1;
-    for (struct sup_listener *l = s->listeners; l; l = l->next) {
-        l->held[target] += l->held[w->id];
-        l->held[w->id] = 0;
-    }
-    struct msg m = {.type = MSG_DRAIN, .a = s->cfg->grace_ms, .b = (uint64_t)target};
-    bus_send(w->id, &m);
-    log_info(NULL, "worker %d draining: its sockets go to worker %d, sessions get %u ms", w->id,
-             target, s->cfg->grace_ms);
-}
-
-static struct worker *find_running(struct supervisor *s, int id)
-{
-    for (int i = 0; i < s->nworkers; i++)
-        if (s->workers[i]->id == id && !s->workers[i]->draining)
-            return s->workers[i];
-    return NULL;
-}
-
-/* Every running worker ends with as many sockets of each TCP listener as
- * the one holding most, so the kernel's hashing spreads connections evenly
- * (extra sockets in a SO_REUSEPORT group cost nothing; closing one would
- * lose its queue). */
-static void equalize(struct supervisor *s)
-{
-    for (struct sup_listener *l = s->listeners; l; l = l->next) {
-        if (l->addr.family == AF_UNIX)
-            continue;
-        int most = 0;
-        for (int i = 0; i < s->nworkers; i++)
-            if (!s->workers[i]->draining && l->held[s->workers[i]->id] > most)
-                most = l->held[s->workers[i]->id];
-        for (int i = 0; i < s->nworkers; i++) {
-            struct worker *w = s->workers[i];
-            while (!w->draining && l->held[w->id] < most) {
-                char err[256];
-                int fd = listener_open(&l->addr, s->cfg->backlog, err, sizeof err);
-                if (fd < 0) {
-                    log_error(l->addr.text, "worker %d gets no extra socket: %s", w->id, err);
-                    break;
-                }
-                l->held[w->id]++;
-                send_listener(w->id, l->id, fd, l->service, l->addr.text, l->disabled);
-            }
-        }
-    }
-}
-
-int sup_scale(struct supervisor *s, int n, char *msg, size_t len)
-{
-    if (s->stopping) {
-        snprintf(msg, len, "the server is stopping");
-        return -1;
-    }
-    int run = nrunning(s);
-    if (n < 1 || n > BUS_MAX_WORKERS || s->nworkers - run + n > BUS_MAX_WORKERS) {
-        snprintf(msg, len, "workers must be from 1 to %d (draining ones count until they leave)",
-                 BUS_MAX_WORKERS);
-        return -1;
-    }
-    int started = 0, drained = 0;
-    while (run < n) {
-        if (!spawn(s, 1))
-            break;
-        run++;
-        started++;
-    }
-    /* Leave: the highest ids; their sockets go to the stayers in turn. */
-    int stay[BUS_MAX_WORKERS], nstay = 0;
-    for (int i = 0; i < s->nworkers; i++)
-        if (!s->workers[i]->draining && nstay < n)
-            stay[nstay++] = s->workers[i]->id;
-    for (int i = s->nworkers - 1; i >= 0 && run > n; i--) {
-        struct worker *w = s->workers[i];
-        int keep = 0;
-        for (int k = 0; k < nstay; k++)
-            keep |= stay[k] == w->id;
-        if (w->draining || keep)
-            continue;
-        drain(s, w, stay[drained % nstay]);
-        run--;
-        drained++;
-    }
-    equalize(s);
-    snprintf(msg, len, "%d worker%s running: %d started, %d draining\n", run, run == 1 ? "" : "s",
-             started, drained);
-    log_info(NULL, "workers set %d: %d started, %d draining", n, started, drained);
-    return started + drained || run == n ? 0 : -1;
-}
-
-int sup_drain(struct supervisor *s, int id, int restart, char *msg, size_t len)
-{
-    struct worker *w = s->stopping ? NULL : find_running(s, id);
-    if (!w) {
-        snprintf(msg, len, "no running worker %d", id);
-        return -1;
-    }
-    int target = 0;
-    if (restart) {
-        struct worker *fresh = spawn(s, 0); /* takes over the sockets */
-        if (!fresh) {
-            snprintf(msg, len, "cannot start a replacement for worker %d", id);
-            return -1;
-        }
-        target = fresh->id;
-    } else {
-        for (int i = 0; i < s->nworkers && !target; i++)
-            if (!s->workers[i]->draining && s->workers[i]->id != id)
-                target = s->workers[i]->id;
-        if (!target) {
-            snprintf(msg, len, "worker %d is the last one running: start another first", id);
-            return -1;
-        }
-    }
-    drain(s, w, target);
-    equalize(s);
-    if (restart)
-        snprintf(msg, len, "worker %d draining; worker %d took its place\n", id, target);
-    else
-        snprintf(msg, len, "worker %d draining; its listeners went to worker %d\n", id, target);
-    return 0;
 }

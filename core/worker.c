@@ -1,5 +1,5 @@
 /*
- * The worker thread: accept loop, inbox messages, graceful stop.
+ * The worker thread: accept loop, inbox messages, leaving and stopping.
  *
  * Listening sockets. Every TCP listener is a separate SO_REUSEPORT socket per
  * worker, opened by the supervisor and handed over in MSG_LISTEN_ADD, so the
@@ -8,17 +8,28 @@
  * hands every worker its own dup(2) of it. Each worker polls its descriptor
  * level-triggered and races accept(2); the losers get EAGAIN. That costs a
  * wake-up per worker per connection, acceptable for local, low-rate Unix
- * traffic, and because the socket lives until the last worker closes its
- * copy, a worker that leaves never drops connections queued on it.
+ * traffic, and because the socket lives while the supervisor keeps its copy,
+ * a worker that leaves never drops connections queued on it.
+ *
+ * Sockets change hands only through the supervisor, which keeps the count
+ * per listener bounded (core/supervisor.c): a worker closes surplus sockets
+ * when the kernel migrates their queues (MSG_LISTEN_SHED), and otherwise
+ * gives them back, queue and all (MSG_LISTEN_RETURN -> MSG_LISTEN_BACK).
  *
  * Limits. At worker_connections the worker turns its listeners off (new
  * connections wait in the kernel queue) and turns them on when one closes.
  * When accept fails for lack of descriptors or memory, the listeners are off
  * for 100 ms rather than spinning on a readable socket.
  *
- * Stop. MSG_STOP closes the listeners after accepting what is already
- * queued, tells every protocol session how long it has, and when the grace
- * period ends closes what is left; the loop ends when no connection remains.
+ * Leaving (MSG_DRAIN, the server scales down). The worker's sockets go (see
+ * above) and each session's module is asked to move it to a worker that
+ * stays (conn_move), now or once it is between two exchanges; what cannot
+ * move finishes within the grace period. The loop ends when no connection
+ * is left.
+ *
+ * Stop (MSG_STOP, the server stops). The listeners close after accepting
+ * what is already queued, every session is told how long it has, and when
+ * the grace period ends what is left is closed.
  */
 #include "core/worker.h"
 
@@ -27,13 +38,14 @@
 #include "core/conn.h"
 #include "core/listener.h"
 #include "core/log.h"
+#include "core/module.h"
 #include "core/sbuf.h"
-#include "protocols/protocol.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,9 +53,10 @@
 
 #define ACCEPT_BATCH 64
 #define RESUME_MS 100
+#define LAG_MS 250 /* event-loop lag: a timer due every LAG_MS; its lateness is the lag */
 
 struct wlistener {
-    struct wlistener *next;
+    struct list node;
     struct worker *w;
     uint32_t id;
     int fd;
@@ -65,14 +78,22 @@ void listener_sock_free(void *p)
     free(ls);
 }
 
-void *worker_proto_state(struct worker *w, int proto)
+void *worker_module_state(struct worker *w, const struct module *m)
 {
-    return proto >= 0 ? w->proto_state[proto] : NULL;
+    return w->mstate[module_id(m)];
+}
+
+static struct wlistener *wlistener_of(struct list *pos)
+{
+    return list_entry(pos, struct wlistener, node);
 }
 
 static void listeners_enable(struct worker *w, int on)
 {
-    for (struct wlistener *l = w->listeners; l; l = l->next) {
+    struct list *pos;
+    list_for_each(pos, &w->listeners)
+    {
+        struct wlistener *l = wlistener_of(pos);
         if (on && !l->disabled)
             event_add(l->ev, NULL);
         else
@@ -119,7 +140,8 @@ static void accept_one(struct worker *w, struct wlistener *l, int fd, struct soc
         close(fd);
         return;
     }
-    if (!l->is_unix && l->svc->proto->tcp_nodelay) {
+    const struct module *m = l->svc->module;
+    if (!l->is_unix && (m->flags & MODULE_TCP_NODELAY)) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
@@ -127,8 +149,7 @@ static void accept_one(struct worker *w, struct wlistener *l, int fd, struct soc
     if (!c)
         return;
     log_debug(peer, "accepted on %s (%s)", l->text, l->svc->name);
-    int idx = protocol_index(l->svc->proto);
-    l->svc->proto->accept(w->proto_state[idx], c);
+    m->accept(worker_module_state(w, m), c);
 }
 
 /* Returns how many were accepted; stops at EAGAIN, at the limit, or on
@@ -174,8 +195,10 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
     accept_batch(l->w, l, ACCEPT_BATCH);
 }
 
+/* Unlinks and frees; closes the socket unless it was given away (fd -1). */
 static void listener_free(struct wlistener *l)
 {
+    list_remove(&l->node);
     if (l->ev)
         event_free(l->ev);
     if (l->fd >= 0)
@@ -185,14 +208,37 @@ static void listener_free(struct wlistener *l)
     free(l);
 }
 
+/* For a listener that goes away for good: take what is already queued so
+ * that no waiting client is dropped. */
 static void listener_close(struct worker *w, struct wlistener *l)
 {
-    /* Take what is already queued so that no waiting client is dropped;
-     * with other workers still listening, new ones go to them. */
     if (!w->stopping || w->cfg->grace_ms > 0)
         accept_batch(w, l, 1 << 20);
     log_debug(l->text, "listener closed");
     listener_free(l);
+}
+
+/* Gives the socket, queue and all, back to the supervisor, which hands it
+ * to a worker that stays. */
+static void listener_give_back(struct worker *w, struct wlistener *l)
+{
+    struct listener_sock *ls = calloc(1, sizeof *ls);
+    if (!ls) {
+        log_error(l->text, "out of memory giving a socket back; kept");
+        return;
+    }
+    event_del(l->ev);
+    ls->id = l->id;
+    ls->fd = l->fd;
+    ls->disabled = l->disabled;
+    ls->service = l->service;
+    ls->text = l->text;
+    l->fd = -1;
+    l->service = l->text = NULL;
+    listener_free(l);
+    log_debug(ls->text, "socket given back by worker %d", w->id); /* ls is not ours after */
+    struct msg m = {.type = MSG_LISTEN_BACK, .ptr = ls, .free_fn = listener_sock_free};
+    bus_send(BUS_SUPERVISOR, &m);
 }
 
 static void resolve_listener(struct worker *w, struct wlistener *l)
@@ -201,7 +247,7 @@ static void resolve_listener(struct worker *w, struct wlistener *l)
     if (l->svc && !l->is_unix) {
         /* The kernel keeps a silent connection out of the accept queue for
          * up to this many seconds, then hands it over anyway. */
-        int secs = l->svc->proto->defer_accept ? 1 : 0;
+        int secs = (l->svc->module->flags & MODULE_DEFER_ACCEPT) ? 1 : 0;
         if (setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) < 0)
             log_warn(l->text, "TCP_DEFER_ACCEPT: %s", strerror(errno));
     }
@@ -210,8 +256,8 @@ static void resolve_listener(struct worker *w, struct wlistener *l)
 static void on_listen_add(struct worker *w, struct listener_sock *ls)
 {
     struct wlistener *l = calloc(1, sizeof *l);
-    if (!l || w->stopping) {
-        free(l);
+    if (!l) {
+        log_error(ls->text, "out of memory taking a listening socket; closed");
         listener_sock_free(ls);
         return;
     }
@@ -220,48 +266,80 @@ static void on_listen_add(struct worker *w, struct listener_sock *ls)
     l->fd = ls->fd;
     l->service = ls->service;
     l->text = ls->text;
-    l->is_unix = strncmp(ls->text, "unix:", 5) == 0;
+    l->is_unix = strncmp(ls->text, LIT("unix:")) == 0;
     l->disabled = ls->disabled;
     free(ls);
+    list_insert_head(&w->listeners, &l->node);
     l->ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
     if (!l->ev) {
-        log_error(l->text, "cannot watch listener");
+        log_error(l->text, "cannot watch a listening socket; closed");
         listener_free(l);
         return;
     }
+    if (w->stopping) {
+        /* The supervisor sent it before it knew; nothing queued is lost. */
+        if (w->leaving && !l->is_unix)
+            listener_give_back(w, l);
+        else
+            listener_close(w, l);
+        return;
+    }
     resolve_listener(w, l);
-    l->next = w->listeners;
-    w->listeners = l;
     if (!w->accept_paused && !l->disabled)
         event_add(l->ev, NULL);
 }
 
 static void on_listen_remove(struct worker *w, uint32_t id)
 {
-    for (struct wlistener **p = &w->listeners; *p;) {
-        if ((*p)->id == id) {
-            struct wlistener *l = *p;
-            *p = l->next;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &w->listeners)
+    {
+        struct wlistener *l = wlistener_of(pos);
+        if (l->id == id)
             listener_close(w, l);
+    }
+}
+
+/* MSG_LISTEN_SHED and MSG_LISTEN_RETURN: n of this listener's sockets go. */
+static void let_sockets_go(struct worker *w, uint32_t id, unsigned n, int give_back)
+{
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &w->listeners)
+    {
+        struct wlistener *l = wlistener_of(pos);
+        if (n == 0)
+            break;
+        if (l->id != id || l->is_unix)
+            continue;
+        n--;
+        if (give_back) {
+            listener_give_back(w, l);
         } else {
-            p = &(*p)->next;
+            log_debug(l->text, "surplus socket closed; the kernel migrates its queue");
+            listener_free(l);
         }
     }
+    if (n)
+        log_warn(NULL, "listener %u: %u socket(s) fewer here than the supervisor thought", id, n);
 }
 
 static void on_config(struct worker *w, struct config *cfg)
 {
     config_unref(w->cfg);
     w->cfg = cfg;
-    for (struct wlistener *l = w->listeners; l; l = l->next)
-        resolve_listener(w, l);
+    struct list *pos;
+    list_for_each(pos, &w->listeners) resolve_listener(w, wlistener_of(pos));
+    for (unsigned i = 1; i <= module_count(); i++)
+        if (module_at(i)->worker_config)
+            module_at(i)->worker_config(w->mstate[i], cfg);
     resume_accept(w); /* worker_connections may have grown */
 }
 
 static void close_all(struct worker *w)
 {
-    while (w->conns)
-        conn_close(w->conns);
+    struct list *pos;
+    while ((pos = list_first(&w->conns)))
+        conn_close(list_entry(pos, struct conn, node));
 }
 
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
@@ -275,97 +353,104 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-/* Gives a listening socket, queue and all, to another worker: nothing
- * waiting on it is lost, which closing it would do. */
-static void hand_over(struct wlistener *l, int target)
+/* Tells every session's module that the worker leaves or stops. */
+static void drain_sessions(struct worker *w, unsigned grace_ms, int move)
 {
-    struct listener_sock *ls = calloc(1, sizeof *ls);
-    if (!ls) {
-        log_error(l->text, "out of memory handing the socket to worker %d; kept", target);
-        return;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &w->conns)
+    {
+        struct conn *c = list_entry(pos, struct conn, node);
+        const struct module *m = c->svc->module;
+        if (m->drain && !c->closing)
+            m->drain(worker_module_state(w, m), c, grace_ms, move && m->adopt);
     }
-    event_del(l->ev);
-    ls->id = l->id;
-    ls->fd = l->fd;
-    ls->disabled = l->disabled;
-    ls->service = l->service;
-    ls->text = l->text;
-    l->fd = -1;
-    l->service = l->text = NULL;
-    struct msg m = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
-    bus_send(target, &m);
-    log_debug(ls->text, "socket handed to worker %d", target);
 }
 
-static void on_handoff(struct worker *w, uint32_t id, int target)
+static void arm_grace(struct worker *w, unsigned grace_ms)
 {
-    for (struct wlistener **p = &w->listeners; *p; p = &(*p)->next) {
-        struct wlistener *l = *p;
-        if (l->id != id || l->is_unix)
-            continue;
-        *p = l->next;
-        hand_over(l, target);
-        listener_free(l);
-        return;
-    }
-    log_warn(NULL, "no socket of listener %u to hand to worker %d", id, target);
+    struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
+    event_add(w->grace_ev, &tv);
 }
 
-static void on_stop(struct worker *w, unsigned grace_ms);
-
-static void on_drain(struct worker *w, unsigned grace_ms, int target)
+/* A stop while already stopping or leaving: a shorter grace wins, 0 is
+ * now, and sessions that were to move are told the server stops. */
+static void stop_again(struct worker *w, unsigned grace_ms)
 {
-    while (w->listeners) {
-        struct wlistener *l = w->listeners;
-        w->listeners = l->next;
-        if (!l->is_unix) /* Unix: the other workers hold the same socket */
-            hand_over(l, target);
-        listener_free(l);
+    if (grace_ms == 0) {
+        grace_cb(-1, 0, w);
+        return;
     }
-    log_info(NULL, "draining: listeners handed to worker %d", target);
-    w->handing_over = 1;
-    on_stop(w, grace_ms);
+    if (w->leaving) {
+        w->leaving = 0;
+        drain_sessions(w, grace_ms, 0);
+        if (w->nconns == 0) {
+            event_base_loopexit(w->base, NULL);
+            return;
+        }
+    }
+    struct timeval left, now, want;
+    event_base_gettimeofday_cached(w->base, &now);
+    if (event_pending(w->grace_ev, EV_TIMEOUT, &left)) {
+        want =
+            (struct timeval){now.tv_sec + grace_ms / 1000, now.tv_usec + (grace_ms % 1000) * 1000};
+        if (timercmp(&want, &left, <))
+            arm_grace(w, grace_ms);
+    }
 }
 
 static void on_stop(struct worker *w, unsigned grace_ms)
 {
     if (w->stopping) {
-        if (grace_ms == 0) { /* a second, immediate stop */
-            grace_cb(-1, 0, w);
-        } else if (w->nconns) {
-            /* Draining under an older, longer grace: a stop's shorter one
-             * wins. */
-            struct timeval left, now, want;
-            event_base_gettimeofday_cached(w->base, &now);
-            if (event_pending(w->grace_ev, EV_TIMEOUT, &left)) {
-                want = (struct timeval){now.tv_sec + grace_ms / 1000,
-                                        now.tv_usec + (grace_ms % 1000) * 1000};
-                if (timercmp(&want, &left, <)) {
-                    struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
-                    event_add(w->grace_ev, &tv);
-                }
-            }
-        }
+        stop_again(w, grace_ms);
         return;
     }
     w->stopping = 1;
-    while (w->listeners) {
-        struct wlistener *l = w->listeners;
-        w->listeners = l->next;
-        listener_close(w, l);
-    }
+    struct list *pos;
+    while ((pos = list_first(&w->listeners)))
+        listener_close(w, wlistener_of(pos));
     if (grace_ms == 0 || w->nconns == 0) {
         grace_cb(-1, 0, w);
         return;
     }
     log_info(NULL, "stopping: %zu connection(s) have %u ms to finish", w->nconns, grace_ms);
-    for (struct conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->svc->proto->stopping)
-            c->svc->proto->stopping(w->proto_state[protocol_index(c->svc->proto)], c, grace_ms);
+    drain_sessions(w, grace_ms, 0);
+    if (w->nconns == 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
     }
-    struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
-    event_add(w->grace_ev, &tv);
+    arm_grace(w, grace_ms);
+}
+
+static void on_drain(struct worker *w, unsigned grace_ms, unsigned flags)
+{
+    if (w->stopping)
+        return;
+    w->stopping = w->leaving = 1;
+    struct list *pos;
+    unsigned closed = 0, given = 0;
+    while ((pos = list_first(&w->listeners))) {
+        struct wlistener *l = wlistener_of(pos);
+        if (l->is_unix || (flags & DRAIN_CLOSE_SOCKETS)) {
+            /* Unix: the supervisor keeps the socket. TCP: the kernel moves
+             * what is queued to the sockets of the workers that stay. */
+            closed += !l->is_unix;
+            listener_free(l);
+        } else {
+            listener_give_back(w, l);
+            given++;
+        }
+    }
+    log_info(NULL,
+             "leaving: %u socket(s) closed, %u given back; %zu session(s) move or finish "
+             "within %u ms",
+             closed, given, w->nconns, grace_ms);
+    if (w->nconns)
+        drain_sessions(w, grace_ms, 1);
+    if (w->nconns == 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    arm_grace(w, grace_ms);
 }
 
 void worker_conn_gone(struct worker *w)
@@ -381,8 +466,10 @@ void worker_conn_gone(struct worker *w)
 static void reply_stats(struct worker *w, uint64_t req)
 {
     struct worker_stats_snapshot *s = malloc(sizeof *s);
-    if (!s)
+    if (!s) {
+        log_error(NULL, "out of memory answering a statistics request");
         return;
+    }
     s->worker = w->id;
     s->accepted = stat_get(&w->stats->accepted);
     s->active = stat_get(&w->stats->active);
@@ -394,103 +481,63 @@ static void reply_stats(struct worker *w, uint64_t req)
     bus_send(BUS_SUPERVISOR, &m);
 }
 
-/* ---- the admin console's questions ---- */
+/* ---- for modules ---- */
 
-static void admin_reply(struct worker *w, uint64_t query, uint64_t num, char *text)
+struct conn *worker_find_conn(struct worker *w, uint64_t id)
 {
-    struct msg m = {.type = MSG_ADMIN_REPLY,
-                    .from = (uint16_t)w->id,
-                    .a = query,
-                    .b = num,
-                    .ptr = text,
-                    .free_fn = free};
-    bus_send(BUS_SUPERVISOR, &m);
+    struct list *pos;
+    list_for_each(pos, &w->conns)
+    {
+        struct conn *c = list_entry(pos, struct conn, node);
+        if (c->id == id)
+            return c;
+    }
+    return NULL;
 }
 
-static void admin_conns(struct worker *w, const char *service, int json, struct sbuf *sb)
+void worker_describe_conn(struct worker *w, struct conn *c, char *buf, size_t len)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(w->base, &now);
-    for (struct conn *c = w->conns; c; c = c->next) {
-        if (service && strcmp(service, c->svc->name) != 0)
+    buf[0] = '\0';
+    const struct module *m = c->svc->module;
+    if (m->describe)
+        m->describe(worker_module_state(w, m), c, buf, len);
+}
+
+int worker_listeners_enable(struct worker *w, const char *which, int on)
+{
+    int n = 0;
+    struct list *pos;
+    list_for_each(pos, &w->listeners)
+    {
+        struct wlistener *l = wlistener_of(pos);
+        if (strcmp(l->text, which) != 0 && strcmp(l->service, which) != 0)
             continue;
-        char what[160] = "";
-        if (c->svc->proto->describe)
-            c->svc->proto->describe(w->proto_state[protocol_index(c->svc->proto)], c, what,
-                                    sizeof what);
-        long long age = (long long)(now.tv_sec - c->started.tv_sec);
-        long long idle = (long long)(now.tv_sec - c->last_active);
-        if (json) {
-            sb_addf(sb, "{\"id\":%llu,\"worker\":%d,\"service\":\"", (unsigned long long)c->id,
-                    w->id);
-            sb_add_json(sb, c->svc->name);
-            sb_adds(sb, "\",\"peer\":\"");
-            sb_add_json(sb, c->peer);
-            sb_addf(sb,
-                    "\",\"age_s\":%lld,\"idle_s\":%lld,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                    "\"state\":\"",
-                    age, idle, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
-            sb_add_json(sb, what);
-            sb_adds(sb, "\"}\n");
-        } else {
-            for (char *p = what; *p; p++)
-                if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                    *p = '?';
-            sb_addf(sb, "%-20llu %-6d %-12s %-24s %6lld %6lld %10llu %10llu %s\n",
-                    (unsigned long long)c->id, w->id, c->svc->name, c->peer, age, idle,
-                    (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out, what);
-        }
+        l->disabled = !on;
+        if (l->disabled)
+            event_del(l->ev);
+        else if (!w->accept_paused)
+            event_add(l->ev, NULL);
+        n++;
     }
+    return n;
 }
 
-static void on_admin(struct worker *w, struct msg *m)
-{
-    switch (m->sub) {
-    case ADMIN_CONNS: {
-        struct sbuf sb = {0};
-        admin_conns(w, m->ptr, (int)m->b, &sb);
-        if (sb.failed)
-            sb_free(&sb);
-        admin_reply(w, m->a, 0, sb.p);
-        break;
-    }
-    case ADMIN_KILL: {
-        struct conn *c = w->conns;
-        while (c && c->id != m->b)
-            c = c->next;
-        if (c) {
-            log_info(c->peer, "connection %llu closed by the admin console",
-                     (unsigned long long)c->id);
-            conn_close(c);
-        }
-        admin_reply(w, m->a, c != NULL, NULL);
-        break;
-    }
-    case ADMIN_LISTENER_OFF:
-    case ADMIN_LISTENER_ON: {
-        int n = 0;
-        for (struct wlistener *l = w->listeners; l; l = l->next) {
-            const char *which = m->ptr;
-            if (strcmp(l->text, which) != 0 && strcmp(l->service, which) != 0)
-                continue;
-            l->disabled = m->sub == ADMIN_LISTENER_OFF;
-            if (l->disabled)
-                event_del(l->ev);
-            else if (!w->accept_paused)
-                event_add(l->ev, NULL);
-            n++;
-        }
-        admin_reply(w, m->a, (uint64_t)n, NULL);
-        break;
-    }
-    default:
-        admin_reply(w, m->a, 0, NULL);
-    }
-}
+/* ---- the inbox ---- */
 
 static void dispatch(struct msg *m, void *arg)
 {
     struct worker *w = arg;
+    if (m->module) {
+        const struct module *mod = module_at(m->module);
+        if (mod && mod->message) {
+            mod->message(w->mstate[m->module], m);
+            return;
+        }
+        log_error(NULL, "message %u for unknown module %u from thread %u", m->type, m->module,
+                  m->from);
+        msg_release(m);
+        return;
+    }
     switch (m->type) {
     case MSG_STOP:
         on_stop(w, (unsigned)m->a);
@@ -504,52 +551,44 @@ static void dispatch(struct msg *m, void *arg)
     case MSG_LISTEN_REMOVE:
         on_listen_remove(w, (uint32_t)m->a);
         break;
+    case MSG_LISTEN_SHED:
+    case MSG_LISTEN_RETURN:
+        let_sockets_go(w, (uint32_t)m->a, (unsigned)m->b, m->type == MSG_LISTEN_RETURN);
+        break;
     case MSG_STATS_REQ:
         reply_stats(w, m->a);
         break;
-    case MSG_ADMIN:
-        on_admin(w, m);
-        break;
-    case MSG_HANDOFF:
-        on_handoff(w, (uint32_t)m->a, (int)m->b);
-        break;
     case MSG_DRAIN:
-        on_drain(w, (unsigned)m->a, (int)m->b);
+        on_drain(w, (unsigned)m->a, (unsigned)m->b);
         break;
-    case MSG_PROTO:
-        if (protocols_all[m->proto] && protocols_all[m->proto]->message) {
-            protocols_all[m->proto]->message(w->proto_state[m->proto], m);
-            return;
-        }
-        break;
+    case MSG_CONN_MOVE:
+        conn_adopt(w, m->ptr);
+        return;
     default:
         log_error(NULL, "unknown message type %u from thread %u", m->type, m->from);
     }
     msg_release(m);
 }
 
+/* ---- life cycle ---- */
+
 struct worker *worker_new(int id, struct config *cfg)
 {
     if (bus_register(id) < 0)
         return NULL;
     struct worker *w = calloc(1, sizeof *w);
-    size_t nproto = 0;
-    while (protocols_all[nproto])
-        nproto++;
-    if (!w || !(w->proto_state = calloc(nproto + 1, sizeof *w->proto_state))) {
+    if (!w || !(w->mstate = calloc(module_count() + 1, sizeof *w->mstate))) {
         free(w);
         return NULL;
     }
     w->id = id;
+    list_init(&w->listeners);
+    list_init(&w->conns);
     w->stats = stats_slot(id);
     memset(w->stats, 0, sizeof *w->stats);
     w->cfg = config_ref(cfg);
     return w;
 }
-
-/* Event-loop lag: a timer due every LAG_MS; how late it fires is how long
- * the loop was busy elsewhere. */
-#define LAG_MS 250
 
 static void lag_arm(struct worker *w)
 {
@@ -576,45 +615,62 @@ static void lag_cb(evutil_socket_t fd, short what, void *arg)
     lag_arm(w);
 }
 
+static int modules_init(struct worker *w)
+{
+    for (unsigned i = 1; i <= module_count(); i++) {
+        const struct module *m = module_at(i);
+        if (m->worker_init && !(w->mstate[i] = m->worker_init(w))) {
+            log_error(NULL, "module %s cannot start on this worker", m->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void modules_dispose(struct worker *w)
+{
+    for (unsigned i = module_count(); i >= 1; i--)
+        if (module_at(i)->worker_dispose && w->mstate[i])
+            module_at(i)->worker_dispose(w->mstate[i]);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     log_set_thread(w->id);
     struct event_config *ec = event_config_new();
-    /* This base is only ever touched by this thread. */
-    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
-    w->base = event_base_new_with_config(ec);
-    event_config_free(ec);
-    if (!w->base || bus_thread_init(w->id, w->base, dispatch, w) < 0) {
+    if (ec) /* this base is only ever touched by this thread */
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = ec ? event_base_new_with_config(ec) : NULL;
+    if (ec)
+        event_config_free(ec);
+    if (!w->base || !(w->resume_ev = evtimer_new(w->base, resume_cb, w)) ||
+        !(w->grace_ev = evtimer_new(w->base, grace_cb, w)) ||
+        !(w->lag_ev = evtimer_new(w->base, lag_cb, w)) ||
+        bus_thread_init(w->id, w->base, dispatch, w) < 0) {
         log_error(NULL, "cannot start the event loop");
         goto out;
     }
-    w->resume_ev = evtimer_new(w->base, resume_cb, w);
-    w->grace_ev = evtimer_new(w->base, grace_cb, w);
-    w->lag_ev = evtimer_new(w->base, lag_cb, w);
     lag_arm(w);
-    for (int i = 0; protocols_all[i]; i++)
-        if (protocols_all[i]->worker_start)
-            w->proto_state[i] = protocols_all[i]->worker_start(w);
-    log_debug(NULL, "worker started");
-
-    event_base_dispatch(w->base);
-
-    while (w->listeners) {
-        struct wlistener *l = w->listeners;
-        w->listeners = l->next;
-        listener_free(l);
+    if (modules_init(w) == 0) { /* else leave: the supervisor takes back what it sent */
+        log_debug(NULL, "worker started");
+        event_base_dispatch(w->base);
     }
+
+    struct list *pos;
+    while ((pos = list_first(&w->listeners)))
+        listener_free(wlistener_of(pos));
     close_all(w);
-    for (int i = 0; protocols_all[i]; i++)
-        if (protocols_all[i]->worker_stop)
-            protocols_all[i]->worker_stop(w->proto_state[i]);
-    event_free(w->resume_ev);
-    event_free(w->grace_ev);
-    event_free(w->lag_ev);
+    modules_dispose(w);
     bus_thread_fini();
     log_debug(NULL, "worker stopped");
-out:;
+out:
+    if (w->resume_ev)
+        event_free(w->resume_ev);
+    if (w->grace_ev)
+        event_free(w->grace_ev);
+    if (w->lag_ev)
+        event_free(w->lag_ev);
     struct msg m = {.type = MSG_WORKER_EXITED, .from = (uint16_t)w->id};
     bus_send(BUS_SUPERVISOR, &m);
     return NULL;
@@ -632,13 +688,18 @@ int worker_start(struct worker *w)
     return 0;
 }
 
+void worker_free(struct worker *w)
+{
+    if (w->base)
+        event_base_free(w->base);
+    config_unref(w->cfg);
+    free(w->mstate);
+    free(w);
+}
+
 void worker_join_free(struct worker *w)
 {
     pthread_join(w->thread, NULL);
     bus_set_live(w->id, 0);
-    if (w->base)
-        event_base_free(w->base);
-    config_unref(w->cfg);
-    free(w->proto_state);
-    free(w);
+    worker_free(w);
 }

@@ -1,25 +1,27 @@
 /*
  * A worker thread: its own event_base, its own listening sockets, and every
- * connection it accepts. The supervisor creates, starts and joins workers
- * and talks to them only through the bus; everything else here runs on the
- * worker's own thread.
+ * connection it accepts or adopts. The supervisor creates, starts and joins
+ * workers and talks to them only through the bus; everything else here runs
+ * on the worker's own thread, modules included.
  */
 #pragma once
 
+#include "core/list.h"
 #include "core/stats.h"
 
 #include <pthread.h>
-#include <time.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct config;
 struct conn;
 struct event;
 struct event_base;
-struct wlistener;
+struct module;
 
-/* Handed to a worker in MSG_LISTEN_ADD; the worker owns fd and strings. */
+/* Handed to a worker in MSG_LISTEN_ADD (and back in MSG_LISTEN_BACK); the
+ * holder owns fd and strings. */
 struct listener_sock {
     uint32_t id;
     int fd;
@@ -33,26 +35,40 @@ struct worker {
     int id;
     pthread_t thread;
     struct event_base *base;
-    struct config *cfg; /* current snapshot (a reference) */
-    struct wlistener *listeners;
-    struct conn *conns;
+    struct config *cfg;    /* current snapshot (a reference) */
+    struct list listeners; /* struct wlistener */
+    struct list conns;     /* struct conn */
     size_t nconns;
-    uint64_t next_conn_seq;
-    void **proto_state; /* one per protocols_all entry */
+    void **mstate; /* [module id]: each module's worker state */
     struct event *resume_ev, *grace_ev, *lag_ev;
-    struct timespec lag_due; /* when lag_ev should fire */
-    int accept_paused;       /* listeners off: at worker_connections or out of descriptors */
-    int stopping;
-    int handing_over;           /* stopping because it is being drained, not the server */
+    struct timespec lag_due;    /* when lag_ev should fire */
+    int accept_paused;          /* listeners off: at worker_connections or out of descriptors */
+    int stopping;               /* no longer accepting: sessions finish, move, or are closed */
+    int leaving;                /* stopping because the server scales down: sessions move */
     int draining;               /* the supervisor's mark: leaving (supervisor thread only) */
     struct worker_stats *stats; /* stats_slot(id) */
 };
 
-/* Supervisor: creates the worker (and its inbox) with a reference to cfg. */
+/* ---- for modules, on the worker's own thread ---- */
+
+/* The module's worker state (what its worker_init returned). */
+void *worker_module_state(struct worker *w, const struct module *m);
+/* The connection with this id, or NULL. */
+struct conn *worker_find_conn(struct worker *w, uint64_t id);
+/* What a connection is doing, from its module's describe(); "" if nothing. */
+void worker_describe_conn(struct worker *w, struct conn *c, char *buf, size_t len);
+/* Turns accepting on or off for every listener whose address or service
+ * name is `which`; returns how many sockets matched. */
+int worker_listeners_enable(struct worker *w, const char *which, int on);
+
+/* ---- for the supervisor ---- */
+
+/* Creates the worker (and its inbox) with a reference to cfg. */
 struct worker *worker_new(int id, struct config *cfg);
 int worker_start(struct worker *w);
 void worker_join_free(struct worker *w);
+/* A worker that never started. */
+void worker_free(struct worker *w);
 
 /* For conn.c: the connection left the worker's list. */
 void worker_conn_gone(struct worker *w);
-void *worker_proto_state(struct worker *w, int proto);

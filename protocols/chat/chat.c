@@ -12,13 +12,21 @@
  *
  * Users are never freed while their own callback runs: kicking marks the
  * user and closes it from a separate event (the reaper).
+ *
+ * When the worker leaves, each user moves to another worker (conn_move)
+ * with its nickname, its state and the numbers of the last room events it
+ * was given; a user waiting for the supervisor's answer to a join moves
+ * once the answer is in. chat.h explains how the receiving worker makes
+ * sure the user misses no line and sees none twice.
  */
 #include "protocols/chat/chat.h"
 
 #include "core/bus.h"
 #include "core/config.h"
 #include "core/conn.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/sbuf.h"
 #include "core/worker.h"
 
 #include <event2/buffer.h>
@@ -34,9 +42,15 @@
 
 enum user_state { U_NICK, U_JOINING, U_ROOM };
 
+/* A sender whose events up to `until` the user has already been given. */
+struct chat_skip {
+    int sender;
+    uint64_t until;
+};
+
 struct chat_user {
-    struct chat_user *prev, *next; /* every user of this worker */
-    struct chat_user *kick_next;
+    struct list node; /* every user of this worker */
+    struct list kick; /* on the reaper's list while kicked */
     struct conn *c;
     struct chat_worker *cw;
     const struct chat_cfg *cfg;
@@ -44,19 +58,52 @@ struct chat_user {
     unsigned discarding : 1; /* inside an over-long line */
     unsigned kicked : 1;
     unsigned blocked : 1; /* reading paused for bus back-pressure */
+    unsigned moving : 1;  /* the worker leaves: move once the join is decided */
+    unsigned nskip;
+    struct chat_skip *skip;
     char nick[CHAT_NICK_MAX + 1];
+};
+
+/* A delivered room event, kept for users that move here. */
+struct chat_past {
+    int sender;
+    uint64_t seq;
+    char *line;
+    size_t len;
 };
 
 struct chat_worker {
     struct worker *w;
-    int proto;
-    struct chat_user *users;
-    struct chat_user *kicks;
+    struct list users;
+    struct list kicks;
     struct event *reap_ev;
     struct event *unblock_ev;
     size_t nblocked;
-    void *roster; /* tsearch tree of char *: everyone in the room */
+    void *roster;                       /* tsearch tree of char *: everyone in the room */
+    uint64_t own_seq;                   /* this worker's events: its incarnation in the top bits */
+    uint64_t recv[BUS_MAX_WORKERS + 1]; /* last event delivered, by sender */
+    uint64_t evicted[BUS_MAX_WORKERS + 1]; /* newest event dropped from history */
+    struct chat_past history[CHAT_HISTORY];
+    unsigned hist_next, hist_count;
+    struct chat_counters *counters;
 };
+
+/* What a moving user carries (the blob of conn_move). */
+struct chat_move {
+    enum user_state state;
+    unsigned discarding;
+    char nick[CHAT_NICK_MAX + 1];
+    unsigned nseen;
+    struct chat_skip seen[]; /* sender -> last event given to the user */
+};
+
+static struct chat_counters counters[BUS_MAX_WORKERS + 1];
+static _Atomic uint32_t incarnations;
+
+struct chat_counters *chat_counters_slot(int worker)
+{
+    return &counters[worker];
+}
 
 static const char *const chat_keys[] = {"max_line", "max_output", "idle_timeout", "sndbuf", NULL};
 
@@ -86,6 +133,11 @@ static int nick_cmp(const void *a, const void *b)
     return strcasecmp(a, b);
 }
 
+static struct chat_user *user_of(struct list *pos)
+{
+    return list_entry(pos, struct chat_user, node);
+}
+
 /* ---- output ---------------------------------------------------------- */
 
 static void kick(struct chat_user *u, const char *why)
@@ -96,8 +148,7 @@ static void kick(struct chat_user *u, const char *why)
     log_warn(u->c->peer, "chat: disconnecting %s: %s", u->nick[0] ? u->nick : "(no nick)", why);
     conn_count_error(u->c);
     bufferevent_disable(u->c->bev, EV_READ);
-    u->kick_next = u->cw->kicks;
-    u->cw->kicks = u;
+    list_insert_tail(&u->cw->kicks, &u->kick);
     event_active(u->cw->reap_ev, EV_TIMEOUT, 0);
 }
 
@@ -132,68 +183,178 @@ static void sendf(struct chat_user *u, const char *fmt, ...)
     free(s);
 }
 
-/* To every local user in the room except `except`. */
-static void say_local(struct chat_worker *cw, struct chat_user *except, const char *line,
-                      size_t len)
+/* Whether the user was already given this event on the worker it came
+ * from; an entry goes once this worker has caught up with it. */
+static int already_seen(struct chat_user *u, int sender, uint64_t seq, uint64_t recv)
 {
-    for (struct chat_user *u = cw->users; u; u = u->next)
-        if (u != except && u->state == U_ROOM)
-            send_bytes(u, line, len);
+    for (unsigned i = 0; i < u->nskip; i++) {
+        if (u->skip[i].sender != sender)
+            continue;
+        int seen = seq <= u->skip[i].until;
+        if (recv >= u->skip[i].until)
+            u->skip[i] = u->skip[--u->nskip];
+        return seen;
+    }
+    return 0;
+}
+
+static void remember(struct chat_worker *cw, int sender, uint64_t seq, const char *line, size_t len)
+{
+    struct chat_past *p = &cw->history[cw->hist_next];
+    if (cw->hist_count == CHAT_HISTORY) {
+        if (p->seq > cw->evicted[p->sender])
+            cw->evicted[p->sender] = p->seq;
+        free(p->line);
+    } else {
+        cw->hist_count++;
+    }
+    *p = (struct chat_past){sender, seq, malloc(len), len};
+    if (p->line)
+        memcpy(p->line, line, len);
+    else
+        p->len = 0;
+    cw->hist_next = (cw->hist_next + 1) % CHAT_HISTORY;
+}
+
+/* A room event: to every local user in the room except `except`. */
+static void deliver(struct chat_worker *cw, struct chat_user *except, int sender, uint64_t seq,
+                    const char *line, size_t len)
+{
+    if (seq > cw->recv[sender])
+        cw->recv[sender] = seq;
+    remember(cw, sender, seq, line, len);
+    struct list *pos;
+    list_for_each(pos, &cw->users)
+    {
+        struct chat_user *u = user_of(pos);
+        if (u == except || u->state != U_ROOM)
+            continue;
+        if (u->nskip && already_seen(u, sender, seq, cw->recv[sender]))
+            continue;
+        send_bytes(u, line, len);
+    }
 }
 
 static void say_everywhere(struct chat_worker *cw, struct chat_user *from, const char *line)
 {
     size_t len = strlen(line);
-    if (from)
-        stat_add(&cw->w->stats->requests, 1);
-    say_local(cw, from, line, len);
+    uint64_t seq = ++cw->own_seq;
+    stat_add(&cw->w->stats->requests, 1);
+    stat_add(&cw->counters->lines, 1);
+    deliver(cw, from, cw->w->id, seq, line, len);
     int n = bus_max_worker();
     for (int w = 1; w <= n; w++)
         if (w != cw->w->id && bus_is_live(w))
-            chat_send_str(w, CHAT_LINE, 0, 0, line);
+            chat_send_event(w, CHAT_LINE, seq, 0, 0, line, len);
 }
 
 /* ---- the room replica ------------------------------------------------ */
 
-struct listing {
-    char *buf;
-    size_t len, cap;
+struct chat_listing {
+    struct sbuf sb;
     const char *skip;
     int count;
 };
 
 static void list_one(const void *node, VISIT v, void *arg)
 {
-    struct listing *l = arg;
+    struct chat_listing *l = arg;
     if (v != postorder && v != leaf)
         return;
     const char *nick = *(char *const *)node;
     if (l->skip && strcasecmp(nick, l->skip) == 0)
         return;
-    size_t n = strlen(nick);
-    if (l->len + n + 3 > l->cap) {
-        size_t cap = (l->cap + n + 3) * 2;
-        char *b = realloc(l->buf, cap);
-        if (!b)
-            return;
-        l->buf = b;
-        l->cap = cap;
-    }
     if (l->count++)
-        l->len += (size_t)sprintf(l->buf + l->len, ", ");
-    memcpy(l->buf + l->len, nick, n + 1);
-    l->len += n;
+        sb_adds(&l->sb, ", ");
+    sb_adds(&l->sb, nick);
 }
 
-/* "a, b, c" of everyone in the room but skip; caller frees. */
+/* "a, b, c" of everyone in the room but skip; the caller frees. */
 static char *roster_list(struct chat_worker *cw, const char *skip, int *count)
 {
-    struct listing l = {.skip = skip};
-    l.buf = calloc(1, 1);
-    l.cap = l.buf ? 1 : 0;
+    struct chat_listing l = {.skip = skip};
+    sb_adds(&l.sb, "");
     twalk_r(cw->roster, list_one, &l);
     *count = l.count;
-    return l.buf;
+    if (l.sb.failed)
+        sb_free(&l.sb);
+    return l.sb.p;
+}
+
+/* ---- moving users ---------------------------------------------------- */
+
+static void user_free(struct chat_user *u)
+{
+    struct chat_worker *cw = u->cw;
+    if (u->kicked)
+        list_remove(&u->kick);
+    if (u->blocked)
+        cw->nblocked--;
+    list_remove(&u->node);
+    stat_sub(&cw->counters->sessions, 1);
+    u->c->ctx = NULL;
+    free(u->skip);
+    free(u);
+}
+
+static void move_user(struct chat_user *u)
+{
+    struct chat_worker *cw = u->cw;
+    unsigned n = 0;
+    for (int s = 0; u->state == U_ROOM && s <= BUS_MAX_WORKERS; s++)
+        n += cw->recv[s] != 0;
+    struct chat_move *mv = calloc(1, sizeof *mv + n * sizeof *mv->seen);
+    struct conn *c = u->c;
+    if (!mv) {
+        log_error(c->peer, "chat: out of memory moving %s; disconnected", u->nick);
+        conn_close(c);
+        return;
+    }
+    mv->state = u->state;
+    mv->discarding = u->discarding;
+    memcpy(mv->nick, u->nick, sizeof mv->nick);
+    for (int s = 0; u->state == U_ROOM && s <= BUS_MAX_WORKERS; s++) {
+        if (!cw->recv[s])
+            continue;
+        /* Events this worker still skips for the user count as seen. */
+        uint64_t seen = cw->recv[s];
+        for (unsigned i = 0; i < u->nskip; i++)
+            if (u->skip[i].sender == s && u->skip[i].until > seen)
+                seen = u->skip[i].until;
+        mv->seen[mv->nseen++] = (struct chat_skip){s, seen};
+    }
+    user_free(u);
+    conn_move(c, mv, free);
+}
+
+/* The user was given events up to mv->seen on the worker it left: replay
+ * what this worker delivered beyond that, and mark what the user already
+ * has for skipping. */
+static void catch_up(struct chat_worker *cw, struct chat_user *u, const struct chat_move *mv)
+{
+    uint64_t seen[BUS_MAX_WORKERS + 1] = {0};
+    for (unsigned i = 0; i < mv->nseen; i++)
+        seen[mv->seen[i].sender] = mv->seen[i].until;
+    for (int s = 0; s <= BUS_MAX_WORKERS; s++) {
+        if (seen[s] > cw->recv[s]) {
+            struct chat_skip *k = realloc(u->skip, (u->nskip + 1) * sizeof *k);
+            if (!k) {
+                log_error(u->c->peer, "chat: out of memory; %s may see some lines twice", u->nick);
+                continue;
+            }
+            u->skip = k;
+            k[u->nskip++] = (struct chat_skip){s, seen[s]};
+        } else if (seen[s] < cw->evicted[s] && cw->recv[s] > seen[s]) {
+            log_warn(u->c->peer, "chat: some lines for %s were older than the last %d", u->nick,
+                     CHAT_HISTORY);
+        }
+    }
+    for (unsigned i = 0; i < cw->hist_count; i++) {
+        const struct chat_past *p =
+            &cw->history[(cw->hist_next + CHAT_HISTORY - cw->hist_count + i) % CHAT_HISTORY];
+        if (p->seq > seen[p->sender])
+            send_bytes(u, p->line, p->len);
+    }
 }
 
 /* ---- input ----------------------------------------------------------- */
@@ -226,7 +387,7 @@ static void on_nick(struct chat_user *u, const char *line, size_t len)
     u->nick[len] = 0;
     u->state = U_JOINING;
     bufferevent_disable(u->c->bev, EV_READ);
-    chat_send_str(BUS_SUPERVISOR, CHAT_JOIN, u->c->id, 0, u->nick);
+    chat_send_str(BUS_SUPERVISOR, CHAT_JOIN, u->c->id, u->nick);
 }
 
 static void on_line(struct chat_user *u, const char *line, size_t len)
@@ -358,13 +519,9 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct chat_worker *cw = arg;
-    while (cw->kicks) {
-        struct chat_user *u = cw->kicks;
-        cw->kicks = u->kick_next;
-        u->kick_next = NULL;
-        u->kicked = 0; /* now off the list: closed() need not unlink it */
-        conn_close(u->c);
-    }
+    struct list *pos;
+    while ((pos = list_first(&cw->kicks)))
+        conn_close(list_entry(pos, struct chat_user, kick)->c);
 }
 
 static void unblock_cb(evutil_socket_t fd, short what, void *arg)
@@ -377,8 +534,12 @@ static void unblock_cb(evutil_socket_t fd, short what, void *arg)
         event_add(cw->unblock_ev, &tv);
         return;
     }
-    for (struct chat_user *u = cw->users, *next; u && cw->nblocked; u = next) {
-        next = u->next;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &cw->users)
+    {
+        struct chat_user *u = user_of(pos);
+        if (!cw->nblocked)
+            break;
         if (!u->blocked)
             continue;
         u->blocked = 0;
@@ -390,19 +551,32 @@ static void unblock_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---- protocol callbacks ---------------------------------------------- */
+/* ---- module callbacks ------------------------------------------------ */
 
-static void *chat_worker_start(struct worker *w)
+static void *chat_worker_init(struct worker *w)
 {
     struct chat_worker *cw = calloc(1, sizeof *cw);
     if (!cw)
         return NULL;
     cw->w = w;
-    cw->proto = protocol_index(&chat_protocol);
+    list_init(&cw->users);
+    list_init(&cw->kicks);
+    cw->own_seq = (uint64_t)(atomic_fetch_add(&incarnations, 1) + 1) << 40;
+    cw->counters = &counters[w->id];
+    /* Others may be reading the slot (the status page): atomic stores. */
+    atomic_store_explicit(&cw->counters->sessions, 0, memory_order_relaxed);
+    atomic_store_explicit(&cw->counters->lines, 0, memory_order_relaxed);
+    atomic_store_explicit(&cw->counters->moved_in, 0, memory_order_relaxed);
     cw->reap_ev = event_new(w->base, -1, 0, reap_cb, cw);
     cw->unblock_ev = evtimer_new(w->base, unblock_cb, cw);
+    if (!cw->reap_ev || !cw->unblock_ev) {
+        if (cw->reap_ev)
+            event_free(cw->reap_ev);
+        free(cw);
+        return NULL;
+    }
     /* A worker started by live scaling learns who is already here. */
-    struct msg m = {.type = MSG_PROTO, .proto = (uint16_t)cw->proto, .sub = CHAT_SYNC};
+    struct msg m = {.module = (uint16_t)module_id(&chat_module), .type = CHAT_SYNC};
     bus_send(BUS_SUPERVISOR, &m);
     return cw;
 }
@@ -412,123 +586,146 @@ static void free_nick(void *p)
     free(p);
 }
 
-static void chat_worker_stop(void *state)
+static void chat_worker_dispose(void *state)
 {
     struct chat_worker *cw = state;
-    if (!cw)
-        return;
     event_free(cw->reap_ev);
     event_free(cw->unblock_ev);
     tdestroy(cw->roster, free_nick);
+    for (unsigned i = 0; i < cw->hist_count; i++)
+        free(cw->history[i].line);
     free(cw);
 }
 
-static void chat_accept(void *state, struct conn *c)
+/* accept and adopt: a user for connection c. */
+static struct chat_user *user_new(struct chat_worker *cw, struct conn *c)
 {
-    struct chat_worker *cw = state;
-    struct chat_user *u = cw ? calloc(1, sizeof *u) : NULL;
+    struct chat_user *u = calloc(1, sizeof *u);
     if (!u) {
         log_error(c->peer, "chat: out of memory");
         conn_close(c);
-        return;
+        return NULL;
     }
     u->c = c;
     u->cw = cw;
     u->cfg = c->svc->pcfg;
-    c->proto_ctx = u;
-    u->next = cw->users;
-    if (cw->users)
-        cw->users->prev = u;
-    cw->users = u;
+    c->ctx = u;
+    list_insert_head(&cw->users, &u->node);
+    list_init(&u->kick);
+    stat_add(&cw->counters->sessions, 1);
     if (u->cfg->sndbuf) {
         /* Bounds what the kernel holds for a client that stops reading
          * (autotuning lets a loopback socket queue megabytes). */
         int v = (int)u->cfg->sndbuf;
-        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
     }
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, u);
     if (u->cfg->idle_ms) {
         struct timeval tv = {u->cfg->idle_ms / 1000, (u->cfg->idle_ms % 1000) * 1000};
         bufferevent_set_timeouts(c->bev, &tv, NULL);
     }
+    return u;
+}
+
+static void chat_accept(void *state, struct conn *c)
+{
+    struct chat_user *u = user_new(state, c);
+    if (!u)
+        return;
     send_str(u, "nickname?: ");
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-static void chat_closed(void *state, struct conn *c)
+static void chat_adopt(void *state, struct conn *c, void *blob)
 {
     struct chat_worker *cw = state;
-    struct chat_user *u = c->proto_ctx;
-    if (!u)
-        return;
-    if (u->kicked) {
-        for (struct chat_user **p = &cw->kicks; *p; p = &(*p)->kick_next)
-            if (*p == u) {
-                *p = u->kick_next;
-                break;
-            }
+    struct chat_move *mv = blob;
+    struct chat_user *u = user_new(cw, c);
+    if (u) {
+        stat_add(&cw->counters->moved_in, 1);
+        u->state = mv->state;
+        u->discarding = mv->discarding;
+        memcpy(u->nick, mv->nick, sizeof u->nick);
+        if (u->state == U_ROOM)
+            catch_up(cw, u, mv);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        process_input(u); /* what it sent before it moved */
     }
-    if (u->blocked)
-        cw->nblocked--;
-    if (u->state == U_ROOM)
-        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, 0, 0, u->nick);
-    if (u->prev)
-        u->prev->next = u->next;
-    else
-        cw->users = u->next;
-    if (u->next)
-        u->next->prev = u->prev;
-    log_debug(c->peer, "chat: %s disconnected", u->nick[0] ? u->nick : "(no nick)");
-    c->proto_ctx = NULL;
-    free(u);
+    free(mv);
 }
 
-static void chat_stopping(void *state, struct conn *c, unsigned grace_ms)
+static void chat_closed(void *state, struct conn *c)
 {
     (void)state;
-    struct chat_user *u = c->proto_ctx;
-    if (u)
-        sendf(u, "* the server is shutting down in %u s\r\n", (grace_ms + 999) / 1000);
+    struct chat_user *u = c->ctx;
+    if (!u)
+        return;
+    if (u->state == U_ROOM)
+        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, 0, u->nick);
+    log_debug(c->peer, "chat: %s disconnected", u->nick[0] ? u->nick : "(no nick)");
+    user_free(u);
 }
 
-static struct chat_user *find_user(struct chat_worker *cw, uint64_t conn_id)
+static void chat_drain(void *state, struct conn *c, unsigned grace_ms, int move)
 {
-    for (struct chat_user *u = cw->users; u; u = u->next)
+    (void)state;
+    struct chat_user *u = c->ctx;
+    if (!u || u->kicked || c->closing)
+        return;
+    if (!move) {
+        u->moving = 0;
+        sendf(u, "* the server is shutting down in %u s\r\n", (grace_ms + 999) / 1000);
+    } else if (u->state == U_JOINING) {
+        u->moving = 1; /* once the supervisor has answered */
+    } else {
+        move_user(u);
+    }
+}
+
+static struct chat_user *find_joining(struct chat_worker *cw, uint64_t conn_id)
+{
+    struct list *pos;
+    list_for_each(pos, &cw->users)
+    {
+        struct chat_user *u = user_of(pos);
         if (u->c->id == conn_id && u->state == U_JOINING)
             return u;
+    }
     return NULL;
 }
 
 /* Adds a nick to this worker's replica; 0 if it was there already (a
  * JOINED and the start-up roster may both bring it). */
-static int roster_add(struct chat_worker *cw, struct msg *m)
+static int roster_add(struct chat_worker *cw, const char *nick)
 {
-    char *nick = m->ptr;
-    void *node = tsearch(nick, &cw->roster, nick_cmp);
+    char *copy = strdup(nick);
+    void *node = copy ? tsearch(copy, &cw->roster, nick_cmp) : NULL;
     if (!node) {
         log_error(NULL, "chat: out of memory tracking %s", nick);
+        free(copy);
         return 0;
     }
-    if (*(char **)node != nick)
-        return 0;  /* already known; m keeps (and frees) its copy */
-    m->ptr = NULL; /* owned by the roster */
+    if (*(char **)node != copy) {
+        free(copy);
+        return 0;
+    }
     return 1;
 }
 
-static void on_joined(struct chat_worker *cw, struct msg *m)
+static void on_joined(struct chat_worker *cw, int from, const struct chat_event *ev)
 {
-    char *nick = m->ptr;
-    if (!roster_add(cw, m) && (int)m->b != cw->w->id)
-        return;
+    const char *nick = ev->text;
+    int added = roster_add(cw, nick);
     char line[CHAT_NICK_MAX + 16];
     int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
-    if ((int)m->b != cw->w->id) {
-        say_local(cw, NULL, line, (size_t)n);
+    if (ev->worker != cw->w->id) {
+        if (added)
+            deliver(cw, NULL, from, ev->seq, line, (size_t)n);
         return;
     }
-    struct chat_user *u = find_user(cw, m->a);
+    struct chat_user *u = find_joining(cw, ev->conn);
     if (!u) { /* left while the supervisor was deciding */
-        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, 0, 0, nick);
+        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, 0, nick);
         return;
     }
     int count;
@@ -538,59 +735,68 @@ static void on_joined(struct chat_worker *cw, struct msg *m)
     else
         sendf(u, "* welcome, %s. You are the first here.\r\n", u->nick);
     free(others);
-    say_local(cw, u, line, (size_t)n);
+    deliver(cw, u, from, ev->seq, line, (size_t)n);
     u->state = U_ROOM;
     log_info(u->c->peer, "chat: joined as %s", u->nick);
+    if (u->moving) {
+        move_user(u);
+        return;
+    }
     bufferevent_enable(u->c->bev, EV_READ);
     process_input(u);
 }
 
-static void on_left(struct chat_worker *cw, const char *nick)
+static void on_taken(struct chat_worker *cw, uint64_t conn_id)
 {
-    void *found = tfind(nick, &cw->roster, nick_cmp);
+    struct chat_user *u = find_joining(cw, conn_id);
+    if (!u)
+        return;
+    sendf(u, "* nickname %s is taken\r\nnickname?: ", u->nick);
+    u->nick[0] = 0;
+    u->state = U_NICK;
+    if (u->moving) {
+        move_user(u);
+        return;
+    }
+    bufferevent_enable(u->c->bev, EV_READ);
+    process_input(u);
+}
+
+static void on_left(struct chat_worker *cw, int from, const struct chat_event *ev)
+{
+    void *found = tfind(ev->text, &cw->roster, nick_cmp);
     if (found) {
         char *owned = *(char **)found;
-        tdelete(nick, &cw->roster, nick_cmp);
+        tdelete(ev->text, &cw->roster, nick_cmp);
         free(owned);
     }
     char line[CHAT_NICK_MAX + 16];
-    int n = snprintf(line, sizeof line, "[%s left]\r\n", nick);
-    say_local(cw, NULL, line, (size_t)n);
+    int n = snprintf(line, sizeof line, "[%s left]\r\n", ev->text);
+    deliver(cw, NULL, from, ev->seq, line, (size_t)n);
 }
 
 static void chat_message(void *state, struct msg *m)
 {
     struct chat_worker *cw = state;
-    if (!cw) {
-        msg_release(m);
-        return;
-    }
-    switch (m->sub) {
+    const struct chat_event *ev = m->ptr;
+    switch (m->type) {
     case CHAT_JOINED:
-        on_joined(cw, m);
+        on_joined(cw, m->from, ev);
         break;
-    case CHAT_TAKEN: {
-        struct chat_user *u = find_user(cw, m->a);
-        if (u) {
-            sendf(u, "* nickname %s is taken\r\nnickname?: ", u->nick);
-            u->nick[0] = 0;
-            u->state = U_NICK;
-            bufferevent_enable(u->c->bev, EV_READ);
-            process_input(u);
-        }
+    case CHAT_TAKEN:
+        on_taken(cw, m->a);
         break;
-    }
     case CHAT_LEFT:
-        on_left(cw, m->ptr);
+        on_left(cw, m->from, ev);
         break;
     case CHAT_LINE:
-        say_local(cw, NULL, m->ptr, m->len);
+        deliver(cw, NULL, m->from, ev->seq, ev->text, ev->len);
         break;
     case CHAT_ROSTER:
-        roster_add(cw, m);
+        roster_add(cw, m->ptr);
         break;
     default:
-        log_error(NULL, "chat: unexpected message %u", m->sub);
+        log_error(NULL, "chat: unexpected message %u", m->type);
     }
     msg_release(m);
 }
@@ -598,7 +804,7 @@ static void chat_message(void *state, struct msg *m)
 static void chat_describe(void *state, struct conn *c, char *buf, size_t len)
 {
     (void)state;
-    const struct chat_user *u = c->proto_ctx;
+    const struct chat_user *u = c->ctx;
     if (!u)
         return;
     static const char *const states[] = {"choosing a nickname", "joining", "in the room"};
@@ -606,21 +812,41 @@ static void chat_describe(void *state, struct conn *c, char *buf, size_t len)
              states[u->state]);
 }
 
-const struct protocol chat_protocol = {
+static void chat_stats(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb)
+{
+    (void)cfg;
+    uint64_t sessions = 0, lines = 0, moved = 0;
+    for (int w = 1; w <= bus_max_worker(); w++) { /* workers that left count too */
+        sessions += stat_get(&counters[w].sessions);
+        lines += stat_get(&counters[w].lines);
+        moved += stat_get(&counters[w].moved_in);
+    }
+    unsigned long long users = atomic_load_explicit(&chat_room_users, memory_order_relaxed);
+    if (fmt == MODULE_STATS_JSON)
+        sb_addf(sb, "{\"room_users\":%llu,\"sessions\":%llu,\"lines\":%llu,\"moved\":%llu}", users,
+                (unsigned long long)sessions, (unsigned long long)lines, (unsigned long long)moved);
+    else
+        sb_addf(sb, "chat: %llu in the room, %llu sessions, %llu lines said, %llu moved\n", users,
+                (unsigned long long)sessions, (unsigned long long)lines, (unsigned long long)moved);
+}
+
+const struct module chat_module = {
     .name = "chat",
+    .flags = MODULE_TCP_NODELAY,
     .keys = chat_keys,
-    .tcp_nodelay = 1,
     .parse = chat_parse,
     .free_cfg = free,
-    .worker_start = chat_worker_start,
-    .worker_stop = chat_worker_stop,
+    .worker_init = chat_worker_init,
+    .worker_dispose = chat_worker_dispose,
     .accept = chat_accept,
     .closed = chat_closed,
-    .stopping = chat_stopping,
-    .message = chat_message,
-    .sup_start = chat_room_start,
-    .sup_stop = chat_room_stop,
-    .sup_message = chat_room_message,
-    .sup_admin = chat_room_admin,
+    .drain = chat_drain,
+    .adopt = chat_adopt,
     .describe = chat_describe,
+    .message = chat_message,
+    .sup_init = chat_room_start,
+    .sup_dispose = chat_room_stop,
+    .sup_message = chat_room_message,
+    .stats = chat_stats,
+    .commands = chat_commands,
 };

@@ -1,14 +1,16 @@
 /*
- * The HTTP protocol: configuration parsing (servers, virtual hosts,
- * handler chains), the per-service counters, log reopening, and the
- * protocol table entry. Parsing runs on the supervisor (or main, for -t).
+ * The HTTP module: configuration parsing (servers, virtual hosts, handler
+ * chains), the per-service counters, log reopening, the console's 'http'
+ * command, and the module table. Parsing runs on the supervisor (or main,
+ * for -t).
  */
 #include "protocols/http/http.h"
 
 #include "core/log.h"
+#include "core/sbuf.h"
+#include "core/supervisor.h"
 #include "protocols/http/http_conn.h"
 #include "protocols/http/http_util.h"
-#include "protocols/protocol.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -125,28 +127,6 @@ static const struct http_handler_ops *const handler_types[] = {
     &http_put_ops,    &http_status_ops,   &http_userdir_ops,
 };
 
-static int key_allowed(const char *name, const char *const *common, const char *const *more)
-{
-    for (const char *const *k = common; k && *k; k++)
-        if (strcmp(*k, name) == 0)
-            return 1;
-    for (const char *const *k = more; k && *k; k++)
-        if (strcmp(*k, name) == 0)
-            return 1;
-    return 0;
-}
-
-static int check_keys(struct cfg_ctx *ctx, const config_setting_t *block, const char *what,
-                      const char *const *common, const char *const *more)
-{
-    for (int i = 0; i < config_setting_length(block); i++) {
-        const config_setting_t *s = config_setting_get_elem(block, (unsigned)i);
-        if (!key_allowed(config_setting_name(s), common, more))
-            return cfg_error(ctx, s, "unknown key '%s' in %s", config_setting_name(s), what);
-    }
-    return 0;
-}
-
 static void handler_free(struct http_handler *h)
 {
     if (h->ops && h->ops->free)
@@ -208,7 +188,7 @@ static int parse_handler(struct cfg_ctx *ctx, const config_setting_t *block,
         return cfg_error(ctx, block,
                          "unknown handler type '%s' (static, redirect, auth, put, status, userdir)",
                          type);
-    if (check_keys(ctx, block, "handler", common, h->ops->keys) < 0)
+    if (cfg_check_keys(ctx, block, "a handler", common, h->ops->keys) < 0)
         return -1;
     if (!path)
         path = h->type == HT_USERDIR ? "/~" : h->type == HT_STATUS ? "/status" : "/";
@@ -219,6 +199,7 @@ static int parse_handler(struct cfg_ctx *ctx, const config_setting_t *block,
         return cfg_error(ctx, block, "out of memory");
     h->path_len = strlen(path);
     h->srv = srv;
+    h->index = srv->nhandlers++;
     if (parse_methods(ctx, block, &h->methods) < 0)
         return -1;
     return h->ops->parse(ctx, block, h);
@@ -231,7 +212,7 @@ static int parse_vhost(struct cfg_ctx *ctx, const config_setting_t *block, struc
     if (!config_setting_is_group(block))
         return cfg_error(ctx, block,
                          "a virtual host must be a group { names = ...; handlers = ...; }");
-    if (check_keys(ctx, block, "virtual host", keys, NULL) < 0)
+    if (cfg_check_keys(ctx, block, "a virtual host", keys, NULL) < 0)
         return -1;
     const config_setting_t *names = config_setting_get_member(block, "names");
     if (!names) {
@@ -438,19 +419,116 @@ static int http_reopen(void *pcfg)
     return 0;
 }
 
-const struct protocol http_protocol = {
+/* ---- the console's "http servers" ---- */
+
+static void list_server(const struct service *svc, int json, struct sbuf *out)
+{
+    const struct http_server *srv = svc->pcfg;
+    if (json) {
+        sb_adds(out, "{\"name\":\"");
+        sb_add_json(out, srv->name);
+        sb_adds(out, "\",\"listen\":[");
+        for (size_t i = 0; i < svc->nlisten; i++) {
+            sb_addf(out, "%s\"", i ? "," : "");
+            sb_add_json(out, svc->listen[i].text);
+            sb_adds(out, "\"");
+        }
+        sb_adds(out, "],\"vhosts\":[");
+    } else {
+        sb_addf(out, "server %s:", srv->name);
+        for (size_t i = 0; i < svc->nlisten; i++)
+            sb_addf(out, " %s", svc->listen[i].text);
+        sb_adds(out, "\n");
+    }
+    for (size_t v = 0; v < srv->nvhosts; v++) {
+        const struct http_vhost *vh = &srv->vhosts[v];
+        sb_adds(out, json ? (v ? ",{\"names\":[" : "{\"names\":[") : "  vhost");
+        for (size_t n = 0; n < vh->nnames; n++) {
+            if (json) {
+                sb_addf(out, "%s\"", n ? "," : "");
+                sb_add_json(out, vh->names[n]);
+                sb_adds(out, "\"");
+            } else {
+                sb_addf(out, " %s", vh->names[n]);
+            }
+        }
+        sb_adds(out,
+                json ? "],\"handlers\":[" : (vh == srv->default_vhost ? " (default)\n" : "\n"));
+        for (size_t i = 0; i < vh->nhandlers; i++) {
+            const struct http_handler *h = &vh->handlers[i];
+            if (json) {
+                sb_addf(out, "%s{\"type\":\"%s\",\"path\":\"", i ? "," : "", h->ops->type);
+                sb_add_json(out, h->path);
+                sb_adds(out, "\"}");
+            } else {
+                sb_addf(out, "    %-9s %s\n", h->ops->type, h->path);
+            }
+        }
+        if (json)
+            sb_adds(out, "]}");
+    }
+    if (json)
+        sb_adds(out, "]}");
+}
+
+/* The console's commands need the running configuration: the supervisor
+ * is the module's supervisor-side state. */
+static int http_sup_init(struct supervisor *s, const struct config *cfg, void **state, char *err,
+                         size_t errlen)
+{
+    (void)cfg;
+    (void)err;
+    (void)errlen;
+    *state = s;
+    return 0;
+}
+
+static int cmd_servers(void *state, int argc, char **argv, struct sbuf *out)
+{
+    int json = argc == 3 && strcmp(argv[2], "json") == 0;
+    if (argc > 3 || (argc == 3 && !json)) {
+        sb_adds(out, "usage: http servers [json]\n");
+        return 400;
+    }
+    const struct config *cfg = sup_config(state);
+    int first = 1;
+    if (json)
+        sb_adds(out, "[");
+    for (size_t i = 0; cfg && i < cfg->nservices; i++) {
+        if (cfg->services[i].module != &http_module)
+            continue;
+        if (json && !first)
+            sb_adds(out, ",");
+        list_server(&cfg->services[i], json, out);
+        first = 0;
+    }
+    sb_adds(out, json ? "]\n" : (first ? "(no HTTP server)\n" : ""));
+    return 200;
+}
+
+static const struct module_command http_commands[] = {
+    {"http servers", MODULE_OPERATOR, "http servers [json]",
+     "HTTP servers: listeners, virtual hosts, handler chains", cmd_servers},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+const struct module http_module = {
     .name = "http",
+    /* Nagle is turned off per connection once it is kept alive. */
+    .flags = MODULE_DEFER_ACCEPT | MODULE_RAW_IO,
     .keys = http_keys,
-    .tcp_nodelay = 0, /* set per connection once it is kept alive */
-    .defer_accept = 1,
-    .raw_io = 1,
     .parse = http_parse,
     .free_cfg = http_free_cfg,
-    .worker_start = http_worker_start,
-    .worker_stop = http_worker_stop,
+    .worker_init = http_worker_init,
+    .worker_dispose = http_worker_dispose,
+    .worker_config = http_worker_config,
     .accept = http_accept,
+    .adopt = http_adopt,
     .closed = http_closed,
-    .stopping = http_stopping,
-    .reopen = http_reopen,
+    .drain = http_drain,
     .describe = http_describe,
+    .sup_init = http_sup_init,
+    .reopen = http_reopen,
+    .stats = http_stats,
+    .commands = http_commands,
 };

@@ -11,18 +11,22 @@
  *
  * Everything here runs on the worker that owns the connection, except
  * parsing (supervisor, or main for -t) and freeing (whichever thread drops
- * the last configuration reference).
+ * the last configuration reference). The configuration is immutable: a
+ * handler that keeps state per worker (a cache, a compiled pattern) asks
+ * for a context (ctx_init), which the worker makes and disposes of itself.
  */
 #pragma once
 
 #include "core/bus.h"
 #include "core/config.h"
+#include "core/module.h"
 
 #include <llhttp.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 struct conn;
+struct worker;
 struct http_conn;
 struct http_req;
 struct http_handler;
@@ -50,6 +54,13 @@ struct http_handler_ops {
     void (*on_body_end)(struct http_req *r);
     /* The request ended without on_body_end (error, timeout, disconnect). */
     void (*on_abort)(struct http_req *r);
+    /* Per-worker state (h2o's on_context_init/dispose). A worker makes one
+     * context per handler for each configuration snapshot it serves, the
+     * first time it serves a connection under it, and disposes of it on
+     * the same worker once neither the worker nor any connection uses that
+     * snapshot. ctx_init returns 0 with *ctx set, or -1 (logged). */
+    int (*ctx_init)(struct http_handler *h, struct worker *w, void **ctx);
+    void (*ctx_dispose)(struct http_handler *h, void *ctx);
 };
 
 struct http_server;
@@ -62,6 +73,7 @@ struct http_handler {
     uint64_t methods;   /* 1 << llhttp method; 0: any */
     long long max_body; /* for HTTP_BODY handlers; 0: the server's max_body */
     struct http_server *srv;
+    unsigned index; /* among the server's handlers: where its context is */
     void *conf;
 };
 
@@ -88,6 +100,7 @@ struct http_server {
     struct http_vhost *vhosts;
     size_t nvhosts;
     struct http_vhost *default_vhost;
+    unsigned nhandlers;  /* in every virtual host */
     char *server_header; /* "Server: x\r\n", or "" */
     char *access_log;    /* path or NULL */
     int access_fd;       /* -1: off */
@@ -175,6 +188,9 @@ struct http_req {
 
 /* Worker-side helpers for handlers. */
 const char *http_method_name(const struct http_req *r);
+/* The handler's context on this worker, for this request's snapshot (what
+ * its ctx_init made), or NULL if it has none. */
+void *http_handler_ctx(const struct http_req *r, const struct http_handler *h);
 
 /* Building a response: start, headers, then exactly one of the finishers. */
 void http_resp_start(struct http_req *r, int status);
@@ -201,11 +217,11 @@ size_t http_origin(struct http_req *r, char *out, size_t outlen);
 
 const char *http_reason(int status);
 
-extern const struct protocol http_protocol;
+extern const struct module http_module;
 
 struct sbuf;
-/* The status handler's JSON, for the admin console's 'stats'. */
-void http_status_json(const struct config *cfg, struct sbuf *sb);
+/* The HTTP figures (status.c): the module's stats(). */
+void http_stats(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb);
 
 /* Handlers. */
 extern const struct http_handler_ops http_static_ops, http_redirect_ops, http_auth_ops,

@@ -5,6 +5,7 @@
  */
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/sbuf.h"
 #include "core/worker.h"
 #include "protocols/http/http_conn.h"
 #include "protocols/http/http_util.h"
@@ -18,16 +19,16 @@ static const struct {
     size_t len;
     enum http_known k;
 } known_names[] = {
-    {"host", 4, HK_HOST},
-    {"expect", 6, HK_EXPECT},
-    {"if-modified-since", 17, HK_IF_MODIFIED_SINCE},
-    {"if-none-match", 13, HK_IF_NONE_MATCH},
-    {"if-range", 8, HK_IF_RANGE},
-    {"range", 5, HK_RANGE},
-    {"accept-encoding", 15, HK_ACCEPT_ENCODING},
-    {"authorization", 13, HK_AUTHORIZATION},
-    {"referer", 7, HK_REFERER},
-    {"user-agent", 10, HK_USER_AGENT},
+    {LIT("host"), HK_HOST},
+    {LIT("expect"), HK_EXPECT},
+    {LIT("if-modified-since"), HK_IF_MODIFIED_SINCE},
+    {LIT("if-none-match"), HK_IF_NONE_MATCH},
+    {LIT("if-range"), HK_IF_RANGE},
+    {LIT("range"), HK_RANGE},
+    {LIT("accept-encoding"), HK_ACCEPT_ENCODING},
+    {LIT("authorization"), HK_AUTHORIZATION},
+    {LIT("referer"), HK_REFERER},
+    {LIT("user-agent"), HK_USER_AGENT},
 };
 
 /* Returns 0, or an HTTP status for a request that must be refused. */
@@ -95,8 +96,11 @@ void http_route(struct http_req *r)
     /* origin-form, or absolute-form whose authority then stands for Host */
     const char *t = r->target.p;
     size_t tl = r->target.len;
-    if (tl > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-        const char *auth = t + (t[4] == ':' ? 7 : 8);
+    size_t scheme = tl > 7 && strncasecmp(t, LIT("http://")) == 0    ? sizeof "http://" - 1
+                    : tl > 8 && strncasecmp(t, LIT("https://")) == 0 ? sizeof "https://" - 1
+                                                                     : 0;
+    if (scheme) {
+        const char *auth = t + scheme;
         const char *slash = memchr(auth, '/', (size_t)(t + tl - auth));
         r->known[HK_HOST] = (struct http_str){auth, (size_t)((slash ? slash : t + tl) - auth)};
         t = slash ? slash : "/";
@@ -121,7 +125,8 @@ void http_route(struct http_req *r)
     const struct http_str *host = &r->known[HK_HOST];
     r->vhost = http_vhost_match(r->srv, host->p ? host->p : "", host->len);
     const struct http_str *expect = &r->known[HK_EXPECT];
-    if (expect->p && !(expect->len == 12 && strncasecmp(expect->p, "100-continue", 12) == 0)) {
+    if (expect->p && !(expect->len == sizeof "100-continue" - 1 &&
+                       strncasecmp(expect->p, LIT("100-continue")) == 0)) {
         http_error(r, 417, NULL);
         return;
     }

@@ -141,7 +141,7 @@ void http_date_format(time_t t, char out[HTTP_DATE_LEN + 1])
     p[22] = ':';
     p[23] = (char)('0' + tm.tm_sec / 10);
     p[24] = (char)('0' + tm.tm_sec % 10);
-    memcpy(p + 25, " GMT", 5);
+    memcpy(p + 25, " GMT", sizeof " GMT"); /* with its NUL */
 }
 
 static int month_index(const char *s)

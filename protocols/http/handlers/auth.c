@@ -7,13 +7,12 @@
  * format DESIGN.md fixes, so htpasswd -B files work). Hashing is slow on
  * purpose, and a browser sends the same credentials with every request, so
  * each worker remembers the last few credentials it verified, as SHA-256
- * digests. An unknown user costs the same crypt() as a known one, and the
- * final comparison is constant-time.
+ * digests, in the handler's per-worker context (http.h's ctx_init). An unknown user costs the same
+ * crypt() as a known one, and the final comparison is constant-time.
  */
-#include "core/bus.h"
 #include "core/conn.h"
 #include "core/log.h"
-#include "core/worker.h"
+#include "core/sbuf.h"
 #include "protocols/http/http.h"
 
 #include <crypt.h>
@@ -43,7 +42,6 @@ struct auth_conf {
     struct auth_user *users;
     size_t nusers;
     char *dummy_hash; /* for unknown users: same cost */
-    struct auth_worker *workers[BUS_MAX_WORKERS + 1];
 };
 
 static const struct auth_user *find_user(const struct auth_conf *ac, const char *name)
@@ -79,16 +77,13 @@ static int check(struct auth_conf *ac, struct auth_worker *aw, const char *user,
 static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
 {
     struct auth_conf *ac = h->conf;
-    int wid = r->c->w->id;
-    if (!ac->workers[wid] && !(ac->workers[wid] = calloc(1, sizeof *ac->workers[wid]))) {
-        http_error(r, 500, NULL);
-        return HTTP_DONE;
-    }
+    struct auth_worker *aw = http_handler_ctx(r, h);
     const struct http_str *a = &r->known[HK_AUTHORIZATION];
     char decoded[768 + 4];
-    if (a->p && a->len > 6 && strncasecmp(a->p, "Basic ", 6) == 0) {
-        const char *b64 = a->p + 6;
-        size_t bl = a->len - 6;
+    const size_t basic = sizeof "Basic " - 1;
+    if (a->p && a->len > basic && strncasecmp(a->p, LIT("Basic ")) == 0) {
+        const char *b64 = a->p + basic;
+        size_t bl = a->len - basic;
         while (bl && *b64 == ' ')
             b64++, bl--;
         if (bl && bl % 4 == 0 && bl <= 1024) {
@@ -99,7 +94,7 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
                 char *colon = memchr(decoded, ':', (size_t)n);
                 if (colon && strlen(decoded) == (size_t)n) {
                     *colon = '\0';
-                    int ok = check(ac, ac->workers[wid], decoded, colon + 1);
+                    int ok = check(ac, aw, decoded, colon + 1);
                     OPENSSL_cleanse(colon + 1, strlen(colon + 1));
                     if (ok) {
                         snprintf(r->user, sizeof r->user, "%.63s", decoded);
@@ -115,6 +110,23 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
     return HTTP_DONE;
 }
 
+static int auth_ctx_init(struct http_handler *h, struct worker *w, void **ctx)
+{
+    (void)w;
+    if (!(*ctx = calloc(1, sizeof(struct auth_worker)))) {
+        log_error(NULL, "auth %s: out of memory", h->path);
+        return -1;
+    }
+    return 0;
+}
+
+static void auth_ctx_dispose(struct http_handler *h, void *ctx)
+{
+    (void)h;
+    OPENSSL_cleanse(ctx, sizeof(struct auth_worker)); /* digests of passwords */
+    free(ctx);
+}
+
 static void auth_free(struct http_handler *h)
 {
     struct auth_conf *ac = h->conf;
@@ -124,8 +136,6 @@ static void auth_free(struct http_handler *h)
         free(ac->users[i].name);
         free(ac->users[i].hash);
     }
-    for (size_t i = 0; i <= BUS_MAX_WORKERS; i++)
-        free(ac->workers[i]);
     free(ac->users);
     free(ac->realm_header);
     free(ac->dummy_hash);
@@ -224,4 +234,6 @@ const struct http_handler_ops http_auth_ops = {
     .parse = auth_parse,
     .free = auth_free,
     .on_req = auth_on_req,
+    .ctx_init = auth_ctx_init,
+    .ctx_dispose = auth_ctx_dispose,
 };

@@ -5,11 +5,11 @@
  * with the groups filled in. Status 301, 302, 307 or 308.
  *
  * A compiled regex_t is not shared between threads (glibc locks inside
- * regexec), so each worker compiles its own the first time it needs it.
+ * regexec), so each worker compiles its own: the handler's per-worker
+ * context (http.h's ctx_init).
  */
-#include "core/bus.h"
 #include "core/conn.h"
-#include "core/worker.h"
+#include "core/log.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
 
@@ -22,7 +22,6 @@ struct redirect_conf {
     char *pattern; /* NULL: prefix mode */
     int status;
     int keep_query;
-    regex_t *re[BUS_MAX_WORKERS + 1]; /* slot i: compiled and used by worker i */
 };
 
 static void expand(struct sbuf *sb, const char *to, const char *subject, const regmatch_t *m)
@@ -44,18 +43,8 @@ static enum http_action redirect_on_req(struct http_handler *h, struct http_req 
     struct redirect_conf *rc = h->conf;
     struct sbuf loc = {0};
     if (rc->pattern) {
-        int wid = r->c->w->id;
-        if (!rc->re[wid]) {
-            regex_t *re = malloc(sizeof *re);
-            if (!re || regcomp(re, rc->pattern, REG_EXTENDED) != 0) { /* checked at parse */
-                free(re);
-                http_error(r, 500, NULL);
-                return HTTP_DONE;
-            }
-            rc->re[wid] = re;
-        }
         regmatch_t m[10];
-        if (regexec(rc->re[wid], r->path, 10, m, 0) != 0)
+        if (regexec(http_handler_ctx(r, h), r->path, 10, m, 0) != 0)
             return HTTP_NEXT;
         expand(&loc, rc->to, r->path, m);
     } else {
@@ -75,16 +64,35 @@ static enum http_action redirect_on_req(struct http_handler *h, struct http_req 
     return HTTP_DONE;
 }
 
+static int redirect_ctx_init(struct http_handler *h, struct worker *w, void **ctx)
+{
+    (void)w;
+    const struct redirect_conf *rc = h->conf;
+    regex_t *re = NULL;
+    if (rc->pattern) {
+        /* It compiled when the configuration was checked. */
+        if (!(re = malloc(sizeof *re)) || regcomp(re, rc->pattern, REG_EXTENDED) != 0) {
+            log_error(NULL, "redirect %s: cannot compile its pattern on this worker", h->path);
+            free(re);
+            return -1;
+        }
+    }
+    *ctx = re;
+    return 0;
+}
+
+static void redirect_ctx_dispose(struct http_handler *h, void *ctx)
+{
+    (void)h;
+    regfree(ctx);
+    free(ctx);
+}
+
 static void redirect_free(struct http_handler *h)
 {
     struct redirect_conf *rc = h->conf;
     if (!rc)
         return;
-    for (size_t i = 0; i <= BUS_MAX_WORKERS; i++)
-        if (rc->re[i]) {
-            regfree(rc->re[i]);
-            free(rc->re[i]);
-        }
     free(rc->to);
     free(rc->pattern);
     free(rc);
@@ -136,4 +144,6 @@ const struct http_handler_ops http_redirect_ops = {
     .parse = redirect_parse,
     .free = redirect_free,
     .on_req = redirect_on_req,
+    .ctx_init = redirect_ctx_init,
+    .ctx_dispose = redirect_ctx_dispose,
 };

@@ -6,18 +6,18 @@
  * no resolution, symlinks included, leaves the root; with
  * allow_symlinks_outside the root is only lexical.
  *
- * The open-file cache is per handler and per worker (so no locks): a
- * bounded hash with LRU eviction of open descriptors, their stat, ready-made
+ * The open-file cache is per handler and per worker (so no locks): the
+ * handler's per-worker context (http.h's ctx_init), a bounded hash with LRU
+ * eviction of open descriptors, their stat, ready-made
  * headers, and for small files the contents, so a hit is answered with one
  * writev and no system call on the file. Misses (ENOENT...) are cached too.
  * Entries are checked again after cache_valid. Larger bodies go out with
  * sendfile from the cached descriptor. An entry is reference-counted, so
  * eviction never closes a descriptor a response is still sending from.
  */
-#include "core/bus.h"
 #include "core/conn.h"
+#include "core/list.h"
 #include "core/log.h"
-#include "core/worker.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
 
@@ -36,8 +36,8 @@
 
 struct fentry {
     struct fentry *hnext;
-    struct fentry *lprev, *lnext;
-    unsigned refs; /* +1 while in the cache, +1 per response using it */
+    struct list lru; /* the cache's, most recent first */
+    unsigned refs;   /* +1 while in the cache, +1 per response using it */
     int cached;
     uint32_t hash;
     uint64_t checked_ms;
@@ -55,7 +55,7 @@ struct fentry {
 struct fcache {
     struct fentry **buckets;
     size_t nbuckets, count;
-    struct fentry *lru_head, *lru_tail; /* head: most recent */
+    struct list lru; /* most recent first */
 };
 
 struct static_conf {
@@ -68,7 +68,6 @@ struct static_conf {
     size_t nindex;
     unsigned cache_entries, cache_valid_ms;
     size_t cache_max_file;
-    struct fcache *caches[BUS_MAX_WORKERS + 1]; /* slot i: written by worker i only */
     /* userdir */
     char *userdir;
     long min_uid;
@@ -111,36 +110,13 @@ static uint32_t fnv(const char *s, size_t len)
     return h;
 }
 
-static void lru_unlink(struct fcache *fc, struct fentry *e)
-{
-    if (e->lprev)
-        e->lprev->lnext = e->lnext;
-    else
-        fc->lru_head = e->lnext;
-    if (e->lnext)
-        e->lnext->lprev = e->lprev;
-    else
-        fc->lru_tail = e->lprev;
-    e->lprev = e->lnext = NULL;
-}
-
-static void lru_front(struct fcache *fc, struct fentry *e)
-{
-    e->lnext = fc->lru_head;
-    if (fc->lru_head)
-        fc->lru_head->lprev = e;
-    fc->lru_head = e;
-    if (!fc->lru_tail)
-        fc->lru_tail = e;
-}
-
 static void cache_remove(struct fcache *fc, struct fentry *e)
 {
     struct fentry **pp = &fc->buckets[e->hash & (fc->nbuckets - 1)];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    lru_unlink(fc, e);
+    list_remove(&e->lru);
     fc->count--;
     e->cached = 0;
     fentry_unref(e);
@@ -158,6 +134,7 @@ static struct fcache *fcache_new(unsigned entries)
         free(fc);
         return NULL;
     }
+    list_init(&fc->lru);
     return fc;
 }
 
@@ -165,8 +142,9 @@ static void fcache_free(struct fcache *fc)
 {
     if (!fc)
         return;
-    while (fc->lru_head)
-        cache_remove(fc, fc->lru_head);
+    struct list *pos;
+    while ((pos = list_first(&fc->lru)))
+        cache_remove(fc, list_entry(pos, struct fentry, lru));
     free(fc->buckets);
     free(fc);
 }
@@ -197,12 +175,13 @@ static struct fentry *fentry_load(const struct froot *fr, const char *key, size_
     http_date_format(e->st.st_mtime, e->lastmod);
     const char *name = key;
     size_t nl = klen;
-    if (nl > 3 && memcmp(name + nl - 3, ".gz", 3) == 0)
-        nl -= 3; /* a .gz sibling has its original's type */
+    const size_t gz = sizeof ".gz" - 1;
+    if (nl > gz && memcmp(name + nl - gz, LIT(".gz")) == 0)
+        nl -= gz; /* a .gz sibling has its original's type */
     char base[PATH_MAX];
     snprintf(base, sizeof base, "%.*s", (int)nl, name);
     const char *ctype = mime_lookup(fr->mime, base);
-    int text = strncmp(ctype, "text/", 5) == 0 || strstr(ctype, "javascript") ||
+    int text = strncmp(ctype, LIT("text/")) == 0 || strstr(ctype, "javascript") ||
                strstr(ctype, "json") || strstr(ctype, "xml");
     struct sbuf sb = {0};
     sb_addf(&sb, "Content-Type: %s%s\r\nLast-Modified: %s\r\nETag: %s\r\nAccept-Ranges: bytes\r\n",
@@ -239,8 +218,8 @@ static struct fentry *lookup(const struct froot *fr, const char *key, size_t kle
             cache_remove(fc, e); /* stale: look again */
             break;
         }
-        lru_unlink(fc, e);
-        lru_front(fc, e);
+        list_remove(&e->lru);
+        list_insert_head(&fc->lru, &e->lru);
         e->refs++;
         return e;
     }
@@ -253,9 +232,9 @@ static struct fentry *lookup(const struct froot *fr, const char *key, size_t kle
     e->refs++; /* the cache's */
     e->hnext = fc->buckets[h & (fc->nbuckets - 1)];
     fc->buckets[h & (fc->nbuckets - 1)] = e;
-    lru_front(fc, e);
+    list_insert_head(&fc->lru, &e->lru);
     if (++fc->count > fr->conf->cache_entries)
-        cache_remove(fc, fc->lru_tail);
+        cache_remove(fc, list_entry(list_last(&fc->lru), struct fentry, lru));
     return e;
 }
 
@@ -307,8 +286,8 @@ static int accepts_gzip(const struct http_req *r)
         const char *tok = p;
         while (p < end && *p != ',' && *p != ';' && *p != ' ')
             p++;
-        int gz =
-            (p - tok == 4 && strncasecmp(tok, "gzip", 4) == 0) || (p - tok == 1 && *tok == '*');
+        int gz = ((size_t)(p - tok) == sizeof "gzip" - 1 && strncasecmp(tok, LIT("gzip")) == 0) ||
+                 (p - tok == 1 && *tok == '*');
         double q = 1;
         while (p < end && *p != ',') {
             if (*p == ';') {
@@ -335,7 +314,7 @@ static void serve_file(struct http_req *r, struct fentry *e, struct fentry *gz)
         http_resp_header(r, "ETag", body->etag, strlen(body->etag));
         http_resp_header(r, "Last-Modified", body->lastmod, HTTP_DATE_LEN);
         if (gz)
-            http_resp_raw(r, "Vary: Accept-Encoding\r\n", 23);
+            http_resp_raw(r, LIT("Vary: Accept-Encoding\r\n"));
         http_resp_nobody(r);
         fentry_unref(body);
         return;
@@ -362,7 +341,7 @@ static void serve_file(struct http_req *r, struct fentry *e, struct fentry *gz)
     http_resp_start(r, status);
     http_resp_raw(r, body->hdrs, body->hdrs_len);
     if (gz)
-        http_resp_raw(r, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n", 47);
+        http_resp_raw(r, LIT("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n"));
     if (status == 206)
         http_resp_headerf(r, "Content-Range", "bytes %llu-%llu/%llu", (unsigned long long)start,
                           (unsigned long long)end - 1, (unsigned long long)size);
@@ -553,10 +532,7 @@ static void serve_path(struct http_req *r, const struct froot *fr, const char *r
 static enum http_action static_on_req(struct http_handler *h, struct http_req *r)
 {
     struct static_conf *sc = h->conf;
-    int wid = r->c->w->id;
-    if (!sc->caches[wid] && sc->cache_entries)
-        sc->caches[wid] = fcache_new(sc->cache_entries);
-    struct froot fr = {sc, sc->rootfd, sc->caches[wid], h->srv->mime};
+    struct froot fr = {sc, sc->rootfd, http_handler_ctx(r, h), h->srv->mime};
     const char *rel = r->path + h->path_len;
     if (h->path_len && h->path[h->path_len - 1] == '/')
         rel--;               /* the prefix's slash begins the rest */
@@ -568,6 +544,25 @@ static enum http_action static_on_req(struct http_handler *h, struct http_req *r
     return HTTP_DONE;
 }
 
+/* The open-file cache is this worker's context (none without cache_entries). */
+static int static_ctx_init(struct http_handler *h, struct worker *w, void **ctx)
+{
+    (void)w;
+    const struct static_conf *sc = h->conf;
+    *ctx = NULL;
+    if (sc->cache_entries && !(*ctx = fcache_new(sc->cache_entries))) {
+        log_error(NULL, "static %s: out of memory for the open-file cache", h->path);
+        return -1;
+    }
+    return 0;
+}
+
+static void static_ctx_dispose(struct http_handler *h, void *ctx)
+{
+    (void)h;
+    fcache_free(ctx);
+}
+
 /* ---- configuration ---- */
 
 static void static_free(struct http_handler *h)
@@ -575,8 +570,6 @@ static void static_free(struct http_handler *h)
     struct static_conf *sc = h->conf;
     if (!sc)
         return;
-    for (size_t i = 0; i <= BUS_MAX_WORKERS; i++)
-        fcache_free(sc->caches[i]);
     if (sc->rootfd >= 0)
         close(sc->rootfd);
     for (size_t i = 0; i < sc->nindex; i++)
@@ -656,6 +649,8 @@ const struct http_handler_ops http_static_ops = {
     .parse = static_parse,
     .free = static_free,
     .on_req = static_on_req,
+    .ctx_init = static_ctx_init,
+    .ctx_dispose = static_ctx_dispose,
 };
 
 /* ---- userdir: /~user/... from that user's public_html ---- */

@@ -4,7 +4,8 @@
  * /metrics). Figures: uptime, every live worker's connection and byte
  * counters, and for every HTTP server of the running configuration its
  * connections, requests by status class, bytes and handler hits, in total
- * and per worker.
+ * and per worker; the JSON and the HTML page also carry every other
+ * module's figures (core/module.h's stats).
  *
  * Counters are single-writer relaxed atomics (core/stats.h), so any worker
  * reads every other worker's without locks or messages; a figure may be a
@@ -12,12 +13,13 @@
  */
 #include "core/config.h"
 #include "core/conn.h"
+#include "core/module.h"
 #include "core/stats.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
-#include "protocols/protocol.h"
 #include "version.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -116,88 +118,27 @@ static void html_row(struct sbuf *sb, const char *label, const struct srv_sum *s
     sb_adds(sb, "</td></tr>\n");
 }
 
-enum status_format { HTML, JSON, PROM };
+enum status_format { HTML, PROM, JSON, TEXT };
 
-/* Every figure, in one of the three formats; also the console's 'stats'. */
-static void build(enum status_format fmt, const struct config *cfg, struct sbuf *sb)
+static void text_server(struct sbuf *sb, const char *name, const struct srv_sum *s)
 {
-    long long uptime = (long long)time(NULL) - stats_started();
-    int maxw = bus_max_worker();
+    sb_addf(sb,
+            "http %s: %llu active, %llu accepted, %llu requests (1xx %llu, 2xx %llu, 3xx %llu, "
+            "4xx %llu, 5xx %llu), %llu bytes in, %llu bytes out\n",
+            name, (unsigned long long)s->active, (unsigned long long)s->accepted,
+            (unsigned long long)s->requests, (unsigned long long)s->status[1],
+            (unsigned long long)s->status[2], (unsigned long long)s->status[3],
+            (unsigned long long)s->status[4], (unsigned long long)s->status[5],
+            (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out);
+}
 
-    if (fmt == JSON)
-        sb_addf(sb, "{\"version\":\"%s\",\"pid\":%d,\"uptime_seconds\":%lld,\"workers\":[",
-                MEDUSA_VERSION, (int)getpid(), uptime);
-    else if (fmt == PROM)
-        sb_addf(sb,
-                "# HELP medusa_uptime_seconds Seconds since the server started.\n"
-                "# TYPE medusa_uptime_seconds gauge\nmedusa_uptime_seconds %lld\n"
-                "# HELP medusa_worker_connections_active Open connections per worker.\n"
-                "# TYPE medusa_worker_connections_active gauge\n"
-                "# HELP medusa_worker_connections_accepted_total Connections accepted per "
-                "worker.\n# TYPE medusa_worker_connections_accepted_total counter\n"
-                "# HELP medusa_worker_bytes_total Bytes per worker and direction.\n"
-                "# TYPE medusa_worker_bytes_total counter\n",
-                uptime);
-    else
-        sb_addf(sb,
-                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
-                "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
-                "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
-                "<tr><th>worker</th><th>active</th><th>accepted</th><th>closed</th>"
-                "<th>bytes in</th><th>bytes out</th><th>errors</th></tr>\n",
-                MEDUSA_VERSION, (int)getpid(), uptime);
-    int first = 1;
-    for (int w = 1; w <= maxw; w++) {
-        if (!bus_is_live(w))
-            continue;
-        struct worker_stats *ws = stats_slot(w);
-        unsigned long long acc = stat_get(&ws->accepted), act = stat_get(&ws->active),
-                           clo = stat_get(&ws->closed), bin = stat_get(&ws->bytes_in),
-                           bout = stat_get(&ws->bytes_out), err = stat_get(&ws->errors);
-        if (fmt == JSON)
-            sb_addf(sb,
-                    "%s{\"id\":%d,\"connections_active\":%llu,\"connections_accepted\":%llu,"
-                    "\"connections_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                    "\"errors\":%llu}",
-                    first ? "" : ",", w, act, acc, clo, bin, bout, err);
-        else if (fmt == PROM)
-            sb_addf(sb,
-                    "medusa_worker_connections_active{worker=\"%d\"} %llu\n"
-                    "medusa_worker_connections_accepted_total{worker=\"%d\"} %llu\n"
-                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"in\"} %llu\n"
-                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"out\"} %llu\n",
-                    w, act, w, acc, w, bin, w, bout);
-        else
-            sb_addf(sb,
-                    "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
-                    "<td>%llu</td><td>%llu</td></tr>\n",
-                    w, act, acc, clo, bin, bout, err);
-        first = 0;
-    }
-    if (fmt == JSON)
-        sb_adds(sb, "],\"servers\":[");
-    else if (fmt == PROM)
-        sb_adds(sb, "# HELP medusa_http_connections_accepted_total HTTP connections accepted.\n"
-                    "# TYPE medusa_http_connections_accepted_total counter\n"
-                    "# HELP medusa_http_connections_active Open HTTP connections.\n"
-                    "# TYPE medusa_http_connections_active gauge\n"
-                    "# HELP medusa_http_received_bytes_total Request bytes received.\n"
-                    "# TYPE medusa_http_received_bytes_total counter\n"
-                    "# HELP medusa_http_sent_bytes_total Response bytes sent.\n"
-                    "# TYPE medusa_http_sent_bytes_total counter\n"
-                    "# HELP medusa_http_responses_total Responses by status class.\n"
-                    "# TYPE medusa_http_responses_total counter\n"
-                    "# HELP medusa_http_handler_hits_total Requests each handler type took.\n"
-                    "# TYPE medusa_http_handler_hits_total counter\n");
-    else
-        sb_adds(sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
-                    "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
-                    "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
-                    "<th>handler hits</th></tr>\n");
-    first = 1;
+/* Every HTTP server of cfg, in total and per live worker. */
+static void servers(enum status_format fmt, const struct config *cfg, struct sbuf *sb)
+{
+    int first = 1, maxw = bus_max_worker();
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct service *svc = &cfg->services[i];
-        if (strcmp(svc->proto->name, "http") != 0)
+        if (svc->module != &http_module)
             continue;
         const struct http_server *srv = svc->pcfg;
         struct srv_sum total = {0};
@@ -210,6 +151,9 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
             sb_adds(sb, ",\"workers\":[");
         } else if (fmt == PROM) {
             prom_server(sb, srv->name, "", &total);
+        } else if (fmt == TEXT) {
+            text_server(sb, srv->name, &total);
+            continue;
         } else {
             html_row(sb, srv->name, &total);
         }
@@ -236,15 +180,102 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
             sb_adds(sb, "]}");
         first = 0;
     }
-    if (fmt == JSON)
-        sb_adds(sb, "]}\n");
-    else if (fmt == HTML)
-        sb_adds(sb, "</table></body></html>\n");
 }
 
-void http_status_json(const struct config *cfg, struct sbuf *sb)
+void http_stats(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb)
 {
-    build(JSON, cfg, sb);
+    if (fmt == MODULE_STATS_JSON) {
+        sb_adds(sb, "{\"servers\":[");
+        servers(JSON, cfg, sb);
+        sb_adds(sb, "]}");
+    } else {
+        servers(TEXT, cfg, sb);
+    }
+}
+
+/* The page: HTML or Prometheus text. (JSON is every module's figures:
+ * stats_report.) */
+static void build(enum status_format fmt, const struct config *cfg, struct sbuf *sb)
+{
+    long long uptime = (long long)time(NULL) - stats_started();
+    int maxw = bus_max_worker();
+
+    if (fmt == PROM)
+        sb_addf(sb,
+                "# HELP medusa_uptime_seconds Seconds since the server started.\n"
+                "# TYPE medusa_uptime_seconds gauge\nmedusa_uptime_seconds %lld\n"
+                "# HELP medusa_worker_connections_active Open connections per worker.\n"
+                "# TYPE medusa_worker_connections_active gauge\n"
+                "# HELP medusa_worker_connections_accepted_total Connections accepted per "
+                "worker.\n# TYPE medusa_worker_connections_accepted_total counter\n"
+                "# HELP medusa_worker_bytes_total Bytes per worker and direction.\n"
+                "# TYPE medusa_worker_bytes_total counter\n",
+                uptime);
+    else
+        sb_addf(sb,
+                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
+                "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
+                "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
+                "<tr><th>worker</th><th>active</th><th>accepted</th><th>closed</th>"
+                "<th>bytes in</th><th>bytes out</th><th>errors</th></tr>\n",
+                MEDUSA_VERSION, (int)getpid(), uptime);
+    for (int w = 1; w <= maxw; w++) {
+        if (!bus_is_live(w))
+            continue;
+        struct worker_stats *ws = stats_slot(w);
+        unsigned long long acc = stat_get(&ws->accepted), act = stat_get(&ws->active),
+                           clo = stat_get(&ws->closed), bin = stat_get(&ws->bytes_in),
+                           bout = stat_get(&ws->bytes_out), err = stat_get(&ws->errors);
+        if (fmt == PROM)
+            sb_addf(sb,
+                    "medusa_worker_connections_active{worker=\"%d\"} %llu\n"
+                    "medusa_worker_connections_accepted_total{worker=\"%d\"} %llu\n"
+                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"in\"} %llu\n"
+                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"out\"} %llu\n",
+                    w, act, w, acc, w, bin, w, bout);
+        else
+            sb_addf(sb,
+                    "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+                    "<td>%llu</td><td>%llu</td></tr>\n",
+                    w, act, acc, clo, bin, bout, err);
+    }
+    if (fmt == PROM)
+        sb_adds(sb, "# HELP medusa_http_connections_accepted_total HTTP connections accepted.\n"
+                    "# TYPE medusa_http_connections_accepted_total counter\n"
+                    "# HELP medusa_http_connections_active Open HTTP connections.\n"
+                    "# TYPE medusa_http_connections_active gauge\n"
+                    "# HELP medusa_http_received_bytes_total Request bytes received.\n"
+                    "# TYPE medusa_http_received_bytes_total counter\n"
+                    "# HELP medusa_http_sent_bytes_total Response bytes sent.\n"
+                    "# TYPE medusa_http_sent_bytes_total counter\n"
+                    "# HELP medusa_http_responses_total Responses by status class.\n"
+                    "# TYPE medusa_http_responses_total counter\n"
+                    "# HELP medusa_http_handler_hits_total Requests each handler type took.\n"
+                    "# TYPE medusa_http_handler_hits_total counter\n");
+    else
+        sb_adds(sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
+                    "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
+                    "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
+                    "<th>handler hits</th></tr>\n");
+    servers(fmt, cfg, sb);
+    if (fmt == PROM)
+        return;
+    sb_adds(sb, "</table>\n");
+    /* The other modules' figures, as they give them. */
+    for (unsigned i = 1; i <= module_count(); i++) {
+        const struct module *m = module_at(i);
+        if (m == &http_module || !m->stats)
+            continue;
+        struct sbuf text = {0};
+        m->stats(cfg, MODULE_STATS_TEXT, &text);
+        sb_adds(sb, "<h2>");
+        sb_add_html(sb, m->name, strlen(m->name));
+        sb_adds(sb, "</h2><pre>");
+        sb_add_html(sb, text.p ? text.p : "", text.len);
+        sb_adds(sb, "</pre>\n");
+        sb_free(&text);
+    }
+    sb_adds(sb, "</body></html>\n");
 }
 
 static enum http_action status_on_req(struct http_handler *h, struct http_req *r)
@@ -258,12 +289,15 @@ static enum http_action status_on_req(struct http_handler *h, struct http_req *r
                              : strcmp(r->path, sc->metrics_path) == 0 ? PROM
                                                                       : HTML;
     struct sbuf sb = {0};
-    build(fmt, r->c->cfg, &sb);
+    if (fmt == JSON)
+        stats_report(r->c->cfg, MODULE_STATS_JSON, &sb);
+    else
+        build(fmt, r->c->cfg, &sb);
     if (sb.failed) {
         http_error(r, 500, NULL);
     } else {
         http_resp_start(r, 200);
-        http_resp_raw(r, "Cache-Control: no-store\r\n", 25);
+        http_resp_raw(r, LIT("Cache-Control: no-store\r\n"));
         http_resp_body(r,
                        fmt == JSON   ? "application/json"
                        : fmt == PROM ? "text/plain; version=0.0.4; charset=utf-8"
