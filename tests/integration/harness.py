@@ -1,6 +1,10 @@
 """Shared helpers for integration tests: start the real medusad on free
-ports in a temporary folder, talk to it with real sockets, clean up."""
+ports in a temporary folder, talk to it with real sockets and medusactl,
+clean up. conftest.py says which medusad (MEDUSAD in the environment)."""
 import atexit
+import hashlib
+import hmac
+import json
 import os
 import shutil
 import signal
@@ -10,7 +14,8 @@ import sys
 import tempfile
 import time
 
-MEDUSAD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/medusad"
+MEDUSAD = os.environ.get("MEDUSAD") or os.path.abspath("build/medusad")
+MEDUSACTL = os.path.join(os.path.dirname(MEDUSAD), "medusactl")
 
 
 def free_port():
@@ -31,12 +36,15 @@ def wait_for(pred, timeout=10.0, what="condition"):
 
 
 class Server:
-    """A medusad process with its configuration in a temporary folder."""
+    """A medusad process with its configuration in a temporary folder.
+    admin=True adds a Unix console (self.sock) that ctl() talks to."""
 
-    def __init__(self, conf, workers=None, dir=None):
+    def __init__(self, conf, workers=None, dir=None, admin=False, level="info"):
         self.dir = dir or tempfile.mkdtemp(prefix="medusa-it-")
         self.conf = os.path.join(self.dir, "medusa.conf")
         self.log = os.path.join(self.dir, "error.log")
+        self.sock = os.path.join(self.dir, "run", "admin.sock") if admin else None
+        self.level = level
         self.write_conf(conf)
         args = [MEDUSAD, "-c", self.conf]
         if workers:
@@ -45,8 +53,15 @@ class Server:
         atexit.register(self.cleanup)
         self.wait_log("medusad started")
 
+    @property
+    def pid(self):
+        return self.proc.pid
+
     def write_conf(self, conf):
-        text = 'log = { level = "info"; error_log = "error.log"; };\n' + conf
+        text = 'log = { level = "%s"; error_log = "error.log"; };\n' % self.level
+        if self.sock:
+            text += 'admin = { listen = [ "unix:run/admin.sock" ]; };\n'
+        text += conf
         with open(self.conf, "w") as f:
             f.write(text)
 
@@ -94,11 +109,118 @@ class Server:
             print(out.stdout[-20000:], file=sys.stderr)
         print(self.log_text()[-5000:], file=sys.stderr)
 
+    def ctl(self, *args):
+        """A console command through medusactl; its output (exit 0 asserted)."""
+        rc, out, err = ctl("-s", self.sock, *args)
+        assert rc == 0, (args, out, err)
+        return out
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl(*args, "json"))
+
+    def running_workers(self):
+        return sorted(w["id"] for w in self.ctl_json("workers") if w["state"] == "running")
+
+    def wait_workers_settled(self, timeout=20):
+        """Until no worker is draining (they have moved or finished everything)."""
+        wait_for(lambda: all(w["state"] != "draining" for w in self.ctl_json("workers")),
+                 timeout, "draining workers to leave")
+
+    def fds(self):
+        """Open descriptors of the process."""
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
     def cleanup(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ctl(*args, stdin=None):
+    """Runs medusactl; returns (exit status, stdout, stderr)."""
+    p = subprocess.run([MEDUSACTL] + list(args), input=stdin, capture_output=True, text=True,
+                       timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+class Admin:
+    """A raw console session: sends lines, reads STATUS LENGTH frames."""
+
+    def __init__(self, addr, timeout=10.0):
+        fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(addr)
+        self.buf = b""
+
+    def frame(self):
+        while b"\n" not in self.buf:
+            d = self.sock.recv(65536)
+            if not d:
+                raise EOFError("closed")
+            self.buf += d
+        head, _, self.buf = self.buf.partition(b"\n")
+        status, length = head.split()
+        length = int(length)
+        while len(self.buf) < length:
+            d = self.sock.recv(65536)
+            if not d:
+                raise EOFError("closed mid-frame")
+            self.buf += d
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return int(status), body.decode(errors="replace")
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+        return self.frame()
+
+    def auth(self, secret):
+        st, challenge = self.frame()
+        assert st == 401 and len(challenge) == 64, (st, challenge)
+        answer = hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+        return self.cmd("auth " + answer), challenge, answer
+
+    def closed(self, timeout=5):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def write_secret(path, text, mode=0o600):
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    os.chmod(path, mode)
+
+
+def listening_sockets(port):
+    """LISTEN sockets on a TCP port in this network namespace, as the kernel
+    counts them (/proc/net/tcp and tcp6)."""
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def site(tmp, text="hello\n"):
+    """A www folder with index.html under tmp, and a vhost serving it."""
+    os.makedirs(os.path.join(tmp, "www"), exist_ok=True)
+    with open(os.path.join(tmp, "www", "index.html"), "w") as f:
+        f.write(text)
+    return '{ names = [ "*" ]; handlers = ( { type = "static"; path = "/"; root = "www"; } ); }'
 
 
 def chat_conf(name="chat", listen=(), extra=""):

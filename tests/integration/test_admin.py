@@ -12,75 +12,30 @@ import socket
 import subprocess
 import threading
 import time
+import types
 
-from harness import (MEDUSAD, ChatClient, RawHTTP, Server, free_port, http_conf, ok, temp_dir,
-                     wait_for)
+import pytest
 
-MEDUSACTL = os.path.join(os.path.dirname(MEDUSAD), "medusactl")
+from harness import (MEDUSAD, MEDUSACTL, Admin, ChatClient, RawHTTP, Server, ctl, free_port,
+                     http_conf, temp_dir, write_secret)
+
 http_port, chat_port, admin_port = free_port(), free_port(), free_port()
 
 
-class Admin:
-    """A raw console session: sends lines, reads STATUS LENGTH frames."""
-
-    def __init__(self, addr, timeout=10.0):
-        fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(addr)
-        self.buf = b""
-
-    def frame(self):
-        while b"\n" not in self.buf:
-            d = self.sock.recv(65536)
-            if not d:
-                raise EOFError("closed")
-            self.buf += d
-        head, _, self.buf = self.buf.partition(b"\n")
-        status, length = head.split()
-        length = int(length)
-        while len(self.buf) < length:
-            d = self.sock.recv(65536)
-            if not d:
-                raise EOFError("closed mid-frame")
-            self.buf += d
-        body, self.buf = self.buf[:length], self.buf[length:]
-        return int(status), body.decode(errors="replace")
-
-    def cmd(self, line):
-        self.sock.sendall(line.encode() + b"\n")
-        return self.frame()
-
-    def auth(self, secret):
-        st, challenge = self.frame()
-        assert st == 401 and len(challenge) == 64, (st, challenge)
-        answer = hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
-        return self.cmd("auth " + answer), challenge, answer
-
-    def closed(self, timeout=5):
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(1) == b""
-        except (socket.timeout, ConnectionResetError):
-            return False
-
-    def close(self):
-        self.sock.close()
+def test_a_world_readable_secret_is_refused_with_file_and_line():
+    tmp = temp_dir()
+    admin_secret = "admin-secret-0123456789abcdef"
+    # A world-readable secret is refused at start-up, with file:line.
+    write_secret(os.path.join(tmp, "loose.secret"), admin_secret, 0o644)
+    bad = os.path.join(tmp, "bad.conf")
+    with open(bad, "w") as f:
+        f.write('admin = { listen = [ "127.0.0.1:%d" ];\n  secret = "loose.secret"; };\n' % admin_port)
+    p = subprocess.run([MEDUSAD, "-t", "-c", bad], capture_output=True, text=True)
+    assert p.returncode == 1 and "bad.conf:2:" in p.stderr and "readable by group or others" in p.stderr, p.stderr
 
 
-def ctl(*args, stdin=None):
-    p = subprocess.run([MEDUSACTL] + list(args), input=stdin, capture_output=True, text=True,
-                       timeout=30)
-    return p.returncode, p.stdout, p.stderr
-
-
-def write_secret(path, text, mode=0o600):
-    with open(path, "w") as f:
-        f.write(text + "\n")
-    os.chmod(path, mode)
-
-
-def main():
+@pytest.fixture(scope="module")
+def env():
     tmp = temp_dir()
     os.makedirs(os.path.join(tmp, "www"))
     os.makedirs(os.path.join(tmp, "run"))
@@ -96,18 +51,18 @@ def main():
             http_conf(http_port, site) +
             'chat = ( { name = "chat"; listen = [ "127.0.0.1:%d" ]; } );\n' % chat_port)
 
-    # A world-readable secret is refused at start-up, with file:line.
-    write_secret(os.path.join(tmp, "loose.secret"), admin_secret, 0o644)
-    bad = os.path.join(tmp, "bad.conf")
-    with open(bad, "w") as f:
-        f.write('admin = { listen = [ "127.0.0.1:%d" ];\n  secret = "loose.secret"; };\n' % admin_port)
-    p = subprocess.run([MEDUSAD, "-t", "-c", bad], capture_output=True, text=True)
-    assert p.returncode == 1 and "bad.conf:2:" in p.stderr and "readable by group or others" in p.stderr, p.stderr
-    ok("a secret file readable by others is refused at start-up (file:line)")
-
     srv = Server(conf, workers=2, dir=tmp)
     assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+    env = types.SimpleNamespace(tmp=tmp, sock=sock, conf=conf, srv=srv, admin_secret=admin_secret, op_secret=op_secret)
+    yield env
+    if env.srv.proc.poll() is None:
+        env.srv.stop()
 
+
+def test_framing_and_every_read_only_command(env):
+    sock = env.sock
+    srv = env.srv
+    admin_secret = env.admin_secret
     # ---- framing and every read-only command, table and JSON ----
     a = Admin(sock)
     st, body = a.cmd("help")
@@ -131,15 +86,18 @@ def main():
     st, body = a.cmd("listeners json")
     ls = json.loads(body)
     assert {l["service"] for l in ls} == {"web", "chat"} and all(l["state"] == "enabled" for l in ls)
-    st, body = a.cmd("stats")
+    st, body = a.cmd("stats json")
     stats = json.loads(body)
-    assert "servers" in stats and stats["servers"][0]["name"] == "web"
+    assert stats["http"]["servers"][0]["name"] == "web" and "chat" in stats
     st, body = a.cmd("config")
     assert st == 200 and "admin.secret" in body and admin_secret not in body
     st, body = a.cmd("log tail 5")
     assert st == 200 and len(body.strip().splitlines()) == 5
-    ok("framing; help, info, workers, listeners, stats, config, log tail parse (table and JSON)")
 
+
+def test_conns_kill_and_chat_commands(env):
+    sock = env.sock
+    a = Admin(sock)
     # 'workers' reflects reality: requests and connections counted per worker
     for _ in range(20):
         c = RawHTTP(http_port)
@@ -177,8 +135,11 @@ def main():
     assert held.closed()
     st, body = a.cmd("kill %d" % web_conn[0]["id"])
     assert st == 400 and "no connection" in body
-    ok("conns (filters, JSON, protocol state), kill, chat who and say")
 
+
+def test_listener_disable_keeps_clients_waiting_and_enable_serves_them(env):
+    sock = env.sock
+    a = Admin(sock)
     # ---- listener disable / enable ----
     st, body = a.cmd("listener disable web")
     assert st == 200 and "disabled" in body
@@ -192,7 +153,10 @@ def main():
         pass
     states = {l["service"]: l["state"] for l in json.loads(a.cmd("listeners json")[1])}
     assert states == {"web": "disabled", "chat": "enabled"}, states
+    alice = ChatClient(("127.0.0.1", chat_port))
+    alice.join("alice2")
     alice.send_line("still here")  # existing sessions keep working
+    alice.close()
     st, body = a.cmd("listener enable 127.0.0.1:%d" % http_port)
     assert st == 200
     keep.sock.settimeout(10)
@@ -200,8 +164,14 @@ def main():
     keep.close()
     st, body = a.cmd("listener disable nosuch")
     assert st == 400
-    ok("listener disable keeps new clients waiting (not accepted) while sessions go on; enable serves them")
 
+
+def test_reload_answers_with_the_outcome(env):
+    tmp = env.tmp
+    sock = env.sock
+    conf = env.conf
+    srv = env.srv
+    a = Admin(sock)
     # ---- reload ----
     st, body = a.cmd("reload")
     assert st == 200 and "reloaded" in body
@@ -213,8 +183,11 @@ def main():
     srv.write_conf(conf)
     st, body = a.cmd("reload")
     assert st == 200
-    ok("reload answers with the outcome: ok, or file:line and 'still active'")
 
+
+def test_log_level_and_reopen(env):
+    sock = env.sock
+    a = Admin(sock)
     # ---- log commands ----
     st, body = a.cmd("log level debug")
     assert st == 200
@@ -223,8 +196,12 @@ def main():
     st, body = a.cmd("log reopen")
     assert st == 200
     st, body = a.cmd("log level info")
-    ok("log level, log reopen")
 
+
+def test_tcp_auth_levels_and_refusals(env):
+    srv = env.srv
+    admin_secret = env.admin_secret
+    op_secret = env.op_secret
     # ---- TCP auth and levels ----
     t = Admin(("127.0.0.1", admin_port))
     (st, body), challenge, answer = t.auth(admin_secret)
@@ -264,9 +241,10 @@ def main():
     q.frame()
     t0 = time.monotonic()
     assert q.closed(15) and 8 <= time.monotonic() - t0 <= 14
-    ok("TCP auth: admin and operator levels; wrong, replayed and missing answers refused; "
-       "an unauthenticated session is closed after 10 s")
 
+
+def test_hostile_input_and_50_concurrent_sessions(env):
+    sock = env.sock
     # ---- hostile input ----
     h = Admin(sock)
     h.sock.sendall(b"x" * (1 << 20) + b"\n")
@@ -305,8 +283,12 @@ def main():
     assert c.response().status == 200
     c.close()
     h.close()
-    ok("hostile input: 1 MB line, binary, unknown and malformed commands get 400; 50 sessions at once")
 
+
+def test_medusactl_exit_codes_and_interactive(env):
+    tmp = env.tmp
+    sock = env.sock
+    conf = env.conf
     # ---- medusactl ----
     rc, out, err = ctl("-s", sock, "workers", "json")
     assert rc == 0 and len(json.loads(out)) == 2
@@ -326,8 +308,11 @@ def main():
     assert rc == 2
     rc, out, err = ctl("-s", sock, stdin="info\nworkers\nquit\n")
     assert rc == 0 and "uptime" in out and "state" in out and "bye" in out, (rc, out, err)
-    ok("medusactl: one-shot exit codes, JSON untouched, auth over TCP, clear errors, interactive")
 
+
+def test_shutdown_now_and_medusactl_sees_the_server_go(env):
+    sock = env.sock
+    srv = env.srv
     # ---- shutdown from the console; medusactl sees the server go away ----
     # an interactive medusactl whose server dies mid-session says so
     p = subprocess.Popen([MEDUSACTL, "-s", sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -344,8 +329,3 @@ def main():
     assert p.returncode == 3 and "uptime" in out and "closed the connection" in err, (out, err)
     rc, out, err = ctl("-s", sock, "info")
     assert rc == 3
-    ok("shutdown now: exit 0; an open medusactl says the server went away, a new one cannot connect")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,9 +8,12 @@ import re
 import signal
 import subprocess
 import time
+import types
 import warnings
 
-from harness import (RawHTTP, Server, curl, free_port, http_conf, ok, temp_dir, wait_for)
+import pytest
+
+from harness import RawHTTP, Server, curl, free_port, http_conf, temp_dir, wait_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -30,7 +33,8 @@ def yescrypt(password):
     return h
 
 
-def main():
+@pytest.fixture(scope="module")
+def env():
     tmp = temp_dir()
     up = os.path.join(tmp, "uploads")
     os.makedirs(os.path.join(up, "sub"))
@@ -55,7 +59,14 @@ def main():
       ); }"""
     srv = Server(http_conf(port, vhosts, 'access_log = "access.log"; max_body = 5000; body_timeout = 1;'),
                  workers=2, dir=tmp)
+    env = types.SimpleNamespace(tmp=tmp, up=up, www=www, srv=srv)
+    yield env
+    env.srv.stop()
 
+
+def test_put_creates_replaces_and_takes_chunked_bodies(env):
+    tmp = env.tmp
+    up = env.up
     # ---- PUT ----
     body = os.urandom(50000)
     src = os.path.join(tmp, "src.bin")
@@ -77,8 +88,11 @@ def main():
                         base + "/upload/chunked.bin"], input=body, capture_output=True)
     assert p.stdout == b"201", p.stdout
     assert open(os.path.join(up, "chunked.bin"), "rb").read() == body
-    ok("PUT: 201 created, 204 replaced, chunked bodies, sub-folders")
 
+
+def test_put_too_large_is_413_and_leaves_no_file(env):
+    tmp = env.tmp
+    up = env.up
     # Too large: declared and chunked; 100-continue is never sent for a declared one.
     big = os.path.join(tmp, "big.bin")
     with open(big, "wb") as f:
@@ -90,8 +104,11 @@ def main():
     assert p.stdout == b"413", p.stdout
     assert not os.path.exists(os.path.join(up, "big.bin"))
     assert not os.path.exists(os.path.join(up, "bigchunked.bin"))
-    ok("PUT: too large (declared or chunked) is 413 and leaves no file")
 
+
+def test_put_aborted_or_timed_out_leaves_no_file(env):
+    up = env.up
+    srv = env.srv
     # Aborted upload: half a body, then the client goes away; and a stalled one times out.
     c = RawHTTP(port)
     c.send(b"PUT /upload/aborted.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n" + b"x" * 3000)
@@ -106,8 +123,10 @@ def main():
     srv.wait_log("upload /upload/stalled.bin aborted")
     leftovers = [n for n in os.listdir(up) if n.startswith(".")]
     assert not leftovers and not os.path.exists(os.path.join(up, "aborted.bin")), leftovers
-    ok("PUT: aborted and timed-out uploads leave no file (temporary file removed)")
 
+
+def test_put_never_writes_outside_its_folder(env):
+    tmp = env.tmp
     # Never outside the folder.
     for target in ["/upload/../escape.bin", "/upload/%2e%2e/escape.bin", "/upload/link/escape.bin",
                    "/upload/nodir/x.bin"]:
@@ -118,15 +137,20 @@ def main():
         assert r.status in (400, 403, 404, 405), (target, r.status)
     assert os.listdir(os.path.join(tmp, "outside")) == []
     assert not os.path.exists(os.path.join(tmp, "escape.bin"))
-    ok("PUT: never outside the folder (.., encoded .., symlink, missing folder)")
 
+
+def test_put_with_expect_100_continue(env):
+    src = os.path.join(env.tmp, "src100.bin")
     # 100-continue with a real client: curl waits for it on big bodies.
     with open(src, "wb") as f:
         f.write(os.urandom(60000))
     st, _, _, err = curl("-v", "-H", "Expect: 100-continue", "-T", src, base + "/upload/cont.bin")
     assert st == 201 and "100 Continue" in err
-    ok("PUT with Expect: 100-continue gets 100 then 201")
 
+
+def test_auth_accepts_yescrypt_and_sha512crypt_and_refuses_the_rest(env):
+    www = env.www
+    srv = env.srv
     # ---- auth ----
     st, h, _, _ = curl(base + "/private/p.txt")
     assert st == 401 and h["www-authenticate"] == 'Basic realm="Staff only", charset="UTF-8"', h
@@ -145,8 +169,10 @@ def main():
     st, _, body, _ = curl(base + "/public.txt")
     assert st == 200
     srv.wait_log("authentication failed for user 'alice'")
-    ok("auth: yescrypt and sha512crypt users accepted, wrong or malformed credentials 401")
 
+
+def test_userdir(env):
+    tmp = env.tmp
     # ---- userdir ----
     if os.geteuid() == 0:
         user = "medusait%d" % os.getpid()
@@ -162,15 +188,17 @@ def main():
             assert st == 301 and h["location"] == base + "/~%s/" % user
         finally:
             subprocess.run(["userdel", user], check=False)
-        ok("userdir: /~user/ serves that user's public_html")
     else:
         print("# userdir's positive case needs root to add a user; CI runs it")
     st, _, _, _ = curl(base + "/~root/")
     assert st == 404  # uid 0 is below min_uid
     st, _, _, _ = curl(base + "/~no-such-user/")
     assert st == 404
-    ok("userdir: root and unknown users are 404")
 
+
+def test_access_log_is_combined_escaped_and_reopened(env):
+    tmp = env.tmp
+    srv = env.srv
     # ---- access log ----
     alog = os.path.join(tmp, "access.log")
     curl("-A", 'agent "quoted"', "-e", "http://ref.test/", base + "/public.txt?x=1")
@@ -192,10 +220,3 @@ def main():
     curl(base + "/public.txt?after=rotate")
     wait_for(lambda: os.path.exists(alog) and "after=rotate" in open(alog).read(), 5, "new access log")
     assert "after=rotate" not in open(alog + ".1").read()
-    ok("access log: Combined Log Format, escaped, user recorded, reopened on SIGUSR1")
-
-    assert srv.stop() == 0
-
-
-if __name__ == "__main__":
-    main()

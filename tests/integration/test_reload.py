@@ -1,85 +1,106 @@
 """SIGHUP: a new listener becomes reachable; a broken file changes nothing
 and says file:line; a removed listener stops accepting while its open
-sessions go on."""
+sessions go on; a changed worker count is reported."""
 import os
 import socket
 import time
 
-from harness import ChatClient, Server, chat_conf, free_port, ok
+from harness import ChatClient, Server, chat_conf, free_port
 
-p1, p2 = free_port(), free_port()
-a1, a2 = "127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2
-srv = Server(chat_conf(listen=[a1]), workers=2)
 
-alice = ChatClient(("127.0.0.1", p1))
-alice.join("alice")
+def two_ports():
+    p1, p2 = free_port(), free_port()
+    return p1, p2, "127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2
 
-out = srv.reload(chat_conf(listen=[a1, a2]))
-assert "configuration reloaded" in out, out
-bob = ChatClient(("127.0.0.1", p2))
-bob.join("bob")
-assert alice.line() == "[bob joined]"
-ok("listener added by reload is reachable")
 
-good = open(srv.conf).read()
-out = srv.reload(chat_conf(listen=[a1, a2]) + "workers = ;\n")
-assert "reload failed: %s:" % srv.conf in out and "syntax error" in out, out
-assert "old configuration is still active" in out, out
-out = srv.reload(chat_conf(listen=[a1, a2, "127.0.0.1:99999"]))
-assert "reload failed" in out and "bad port" in out, out
-# A listener that cannot be bound also fails the reload as a whole.
-blocker = socket.socket()
-blocker.bind(("127.0.0.1", 0))
-blocker.listen(1)
-busy = "127.0.0.1:%d" % blocker.getsockname()[1]
-out = srv.reload(chat_conf(listen=[a1, a2, busy]))
-assert "reload failed" in out and "Address already in use" in out, out
-blocker.close()
-# A Unix path another server is using: refused, and left alone.
-other_path = os.path.join(srv.dir, "other.sock")
-other = socket.socket(socket.AF_UNIX)
-other.bind(other_path)
-other.listen(1)
-out = srv.reload(chat_conf(listen=[a1, a2, "unix:other.sock"]))
-assert "reload failed" in out and "in use by another server" in out, out
-assert os.path.exists(other_path), "reload removed another server's socket"
-socket.socket(socket.AF_UNIX).connect(other_path)
-other.close()
-carol = ChatClient(("127.0.0.1", p2))
-carol.join("carol")
-alice.send_line("still here")
-assert bob.line() == "[carol joined]"
-assert bob.line() == "alice: still here"
-ok("broken configurations are refused with file:line and change nothing")
+def test_a_listener_added_by_reload_is_reachable():
+    p1, p2, a1, a2 = two_ports()
+    srv = Server(chat_conf(listen=[a1]), workers=2)
+    alice = ChatClient(("127.0.0.1", p1))
+    alice.join("alice")
+    out = srv.reload(chat_conf(listen=[a1, a2]))
+    assert "configuration reloaded" in out, out
+    bob = ChatClient(("127.0.0.1", p2))
+    bob.join("bob")
+    assert alice.line() == "[bob joined]"
+    for c in (alice, bob):
+        c.close()
+    assert srv.stop() == 0
 
-out = srv.reload(chat_conf(listen=[a2]))
-assert "configuration reloaded" in out, out
-# Workers apply the removal asynchronously; a client that gets in before
-# its worker has closed the socket must still be served, never dropped.
-deadline = time.monotonic() + 5
-while True:
-    try:
-        early = ChatClient(("127.0.0.1", p1))
-    except ConnectionRefusedError:
-        break
-    early.read_until(b"nickname?: ")
-    early.close()
-    assert time.monotonic() < deadline, "removed listener still accepts after 5 s"
-    time.sleep(0.01)
-alice.send_line("after removal")
-assert bob.line() == "alice: after removal"
-ok("removed listener refuses new connections; its open session goes on")
 
-for c in (alice, bob, carol):
-    c.close()
-assert srv.stop() == 0
-srv.cleanup()
+def test_a_broken_configuration_changes_nothing_and_says_file_and_line():
+    p1, p2, a1, a2 = two_ports()
+    srv = Server(chat_conf(listen=[a1, a2]), workers=2)
+    alice = ChatClient(("127.0.0.1", p1))
+    alice.join("alice")
+    bob = ChatClient(("127.0.0.1", p2))
+    bob.join("bob")
+    assert alice.line() == "[bob joined]"
+    out = srv.reload(chat_conf(listen=[a1, a2]) + "workers = ;\n")
+    assert "reload failed: %s:" % srv.conf in out and "syntax error" in out, out
+    assert "old configuration is still active" in out, out
+    out = srv.reload(chat_conf(listen=[a1, a2, "127.0.0.1:99999"]))
+    assert "reload failed" in out and "bad port" in out, out
+    # A listener that cannot be bound also fails the reload as a whole.
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    busy = "127.0.0.1:%d" % blocker.getsockname()[1]
+    out = srv.reload(chat_conf(listen=[a1, a2, busy]))
+    assert "reload failed" in out and "Address already in use" in out, out
+    blocker.close()
+    # A Unix path another server is using: refused, and left alone.
+    other_path = os.path.join(srv.dir, "other.sock")
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(other_path)
+    other.listen(1)
+    out = srv.reload(chat_conf(listen=[a1, a2, "unix:other.sock"]))
+    assert "reload failed" in out and "in use by another server" in out, out
+    assert os.path.exists(other_path), "reload removed another server's socket"
+    socket.socket(socket.AF_UNIX).connect(other_path)
+    other.close()
+    carol = ChatClient(("127.0.0.1", p2))
+    carol.join("carol")
+    alice.send_line("still here")
+    assert bob.line() == "[carol joined]"
+    assert bob.line() == "alice: still here"
+    for c in (alice, bob, carol):
+        c.close()
+    assert srv.stop() == 0
 
-# Without -w, a changed 'workers' is reported as taking effect at restart.
-port = free_port()
-srv = Server(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 1;\n")
-out = srv.reload(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 2;\n")
-assert "'workers' is now 2 but 1 are running" in out and "configuration reloaded" in out, out
-assert srv.stop() == 0
-srv.cleanup()
-ok("a changed worker count is reported, not silently ignored")
+
+def test_a_removed_listener_stops_accepting_while_its_sessions_go_on():
+    p1, p2, a1, a2 = two_ports()
+    srv = Server(chat_conf(listen=[a1, a2]), workers=2)
+    alice = ChatClient(("127.0.0.1", p1))
+    alice.join("alice")
+    bob = ChatClient(("127.0.0.1", p2))
+    bob.join("bob")
+    assert alice.line() == "[bob joined]"
+    out = srv.reload(chat_conf(listen=[a2]))
+    assert "configuration reloaded" in out, out
+    # Workers apply the removal asynchronously; a client that gets in before
+    # its worker has closed the socket must still be served, never dropped.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            early = ChatClient(("127.0.0.1", p1))
+        except ConnectionRefusedError:
+            break
+        early.read_until(b"nickname?: ")
+        early.close()
+        assert time.monotonic() < deadline, "removed listener still accepts after 5 s"
+        time.sleep(0.01)
+    alice.send_line("after removal")
+    assert bob.line() == "alice: after removal"
+    for c in (alice, bob):
+        c.close()
+    assert srv.stop() == 0
+
+
+def test_a_changed_worker_count_is_reported_not_ignored():
+    port = free_port()
+    srv = Server(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 1;\n")
+    out = srv.reload(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 2;\n")
+    assert "'workers' is now 2 but 1 are running" in out and "configuration reloaded" in out, out
+    assert srv.stop() == 0

@@ -1,7 +1,10 @@
 /* core/config: a valid file, and each kind of error with its file:line. */
 #include "core/config.h"
 
+#include "admin/admin.h"
+#include "core/module.h"
 #include "protocols/chat/chat.h"
+#include "protocols/http/http.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -71,7 +74,7 @@ static void valid_file(void **state)
     assert_int_equal(c->nservices, 1);
     const struct service *s = config_service(c, "c");
     assert_non_null(s);
-    assert_ptr_equal(s->proto, &chat_protocol);
+    assert_ptr_equal(s->module, &chat_module);
     assert_int_equal(s->nlisten, 3);
     char want[300];
     snprintf(want, sizeof want, "unix:%s/run/c.sock", dir);
@@ -164,7 +167,7 @@ static void http_errors(void **state)
                  3, "nowhere");
     expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"static\"; root = \"www\";\n"
                           " colour = 1; } ); } ); } );\n",
-                 3, "unknown key 'colour' in handler");
+                 3, "unknown key 'colour' in a handler");
     expect_error(HTTP_PRE "vhosts = ( { handlers = ( { type = \"static\"; root = \"www\";\n"
                           " methods = [ \"FETCH\" ]; } ); } ); } );\n",
                  3, "unknown HTTP method 'FETCH'");
@@ -202,6 +205,8 @@ static void missing_file(void **state)
 static int setup(void **state)
 {
     (void)state;
+    static const struct module *const modules[] = {&http_module, &chat_module, &admin_module, NULL};
+    modules_register(modules);
     return mkdtemp(dir) ? 0 : -1;
 }
 

@@ -1,0 +1,3 @@
+/* Probe: core including a protocol. Must not compile. */
+#include "core/module.h"
+#include "protocols/http/http.h"

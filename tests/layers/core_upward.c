@@ -1,0 +1,3 @@
+/* Probe: core including the admin console. Must not compile. */
+#include "core/module.h"
+#include "admin/admin.h"
