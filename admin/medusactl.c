@@ -207,21 +207,62 @@ static int run(const char *line, int to_stdout_always)
     return st == 200 ? 0 : 1;
 }
 
-static const char *const words[] = {
-    "help",  "info",     "workers", "worker",  "listeners", "listener", "conns", "kill",
-    "stats", "reload",   "config",  "log",     "chat",      "shutdown", "quit",  "set",
-    "drain", "restart",  "enable",  "disable", "level",     "reopen",   "tail",  "who",
-    "say",   "graceful", "now",     "json",    NULL};
+/* Words for Tab completion: the server's own, read from its 'help' (so
+ * every module's commands complete), else these. */
+static const char *const fallback_words[] = {
+    "help", "info",     "workers", "worker", "listeners", "listener", "conns",
+    "kill", "stats",    "reload",  "config", "log",       "shutdown", "quit",
+    "set",  "drain",    "restart", "enable", "disable",   "level",    "reopen",
+    "tail", "graceful", "now",     "json",   NULL};
+static char **words;
+static size_t nwords;
+
+static void add_word(const char *w, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (w[i] < 'a' || w[i] > 'z')
+            return; /* a placeholder (ID, MESSAGE) or a level, not a word to type */
+    for (size_t i = 0; i < nwords; i++)
+        if (strlen(words[i]) == len && strncmp(words[i], w, len) == 0)
+            return;
+    char **nw = realloc(words, (nwords + 2) * sizeof *words);
+    if (!nw)
+        return;
+    words = nw;
+    if ((words[nwords] = strndup(w, len)))
+        words[++nwords] = NULL;
+}
+
+/* help lines are "  USAGE(34 columns) LEVEL HELP"; the usage's words. */
+static void learn_words(void)
+{
+    char *body;
+    size_t blen;
+    if (send_line("help") < 0 || read_reply(&body, &blen) != 200)
+        return;
+    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "  ", 2) != 0 || strlen(line) < 36)
+            continue;
+        line[36] = '\0';
+        for (char *p = line + 2; *p;) {
+            size_t n = strcspn(p, " |[]");
+            add_word(p, n);
+            p += n + (p[n] != '\0');
+        }
+    }
+    free(body);
+}
 
 static char *complete(const char *text, int state)
 {
     static size_t i, len;
+    const char *const *list = words ? (const char *const *)words : fallback_words;
     if (!state) {
         i = 0;
         len = strlen(text);
     }
-    while (words[i]) {
-        const char *w = words[i++];
+    while (list[i]) {
+        const char *w = list[i++];
         if (strncmp(w, text, len) == 0)
             return strdup(w);
     }
@@ -230,6 +271,7 @@ static char *complete(const char *text, int state)
 
 static int interactive(void)
 {
+    learn_words();
     rl_completion_entry_function = complete;
     using_history();
     char histfile[4096] = "";

@@ -11,6 +11,7 @@
 #include "core/sbuf.h"
 
 #include <search.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -84,9 +85,10 @@ int chat_room_start(struct supervisor *s, const struct config *cfg, void **state
 {
     (void)s;
     (void)cfg;
-    (void)err;
-    (void)errlen;
-    return (*state = calloc(1, sizeof(struct chat_room))) ? 0 : -1;
+    if ((*state = calloc(1, sizeof(struct chat_room))))
+        return 0;
+    snprintf(err, errlen, "out of memory for the room");
+    return -1;
 }
 
 static void free_nick(void *p)

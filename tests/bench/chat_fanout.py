@@ -12,15 +12,16 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import ChatClient, Server, chat_conf, free_port  # noqa: E402
-
 ap = argparse.ArgumentParser()
 ap.add_argument("medusad")
 ap.add_argument("--clients", type=int, default=1000)
 ap.add_argument("--messages", type=int, default=200, help="lines said in total")
 ap.add_argument("--workers", type=int, default=2)
 args = ap.parse_args()
+
+os.environ["MEDUSAD"] = os.path.abspath(args.medusad)  # the harness reads it on import
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import ChatClient, Server, chat_conf, free_port  # noqa: E402
 
 port = free_port()
 srv = Server(chat_conf(listen=["127.0.0.1:%d" % port], extra="max_output = 4194304;")
