@@ -41,20 +41,11 @@ static void cmd_help(struct admin_session *s, int argc, char **argv)
     admin_help(s);
 }
 
-struct totals {
-    uint64_t accepted, active, closed, bytes_in, bytes_out, errors, requests;
-};
-
-static void add_totals(struct totals *t, int id)
+static void add_totals(struct worker_stats_snapshot *t, int id)
 {
-    struct worker_stats *w = stats_slot(id);
-    t->accepted += stat_get(&w->accepted);
-    t->active += stat_get(&w->active);
-    t->closed += stat_get(&w->closed);
-    t->bytes_in += stat_get(&w->bytes_in);
-    t->bytes_out += stat_get(&w->bytes_out);
-    t->errors += stat_get(&w->errors);
-    t->requests += stat_get(&w->requests);
+    struct worker_stats_snapshot w;
+    stats_read(id, &w);
+    stats_sum(t, &w);
 }
 
 static void cmd_info(struct admin_session *s, int argc, char **argv)
@@ -62,7 +53,7 @@ static void cmd_info(struct admin_session *s, int argc, char **argv)
     int json = is_json(&argc, argv);
     struct sup_worker_view v[SUP_MAX_VIEWS];
     int n = sup_workers(s->a->sup, v, SUP_MAX_VIEWS);
-    struct totals t = {0}; /* stopped workers' counters count too */
+    struct worker_stats_snapshot t = {0}; /* stopped workers' counters count too */
     int live = 0;
     for (int i = 0; i < n; i++) {
         add_totals(&t, v[i].id);
@@ -128,11 +119,11 @@ static void cmd_workers(struct admin_session *s, int argc, char **argv)
         sb_addf(&sb, "%-6s %-9s %8s %10s %10s %14s %14s %6s %8s\n", "id", "state", "active",
                 "accepted", "requests", "bytes_in", "bytes_out", "inbox", "lag_ms");
     for (int i = 0; i < n; i++) {
-        struct worker_stats *w = stats_slot(v[i].id);
-        unsigned long long act = stat_get(&w->active), acc = stat_get(&w->accepted),
-                           req = stat_get(&w->requests), bin = stat_get(&w->bytes_in),
-                           bout = stat_get(&w->bytes_out), clo = stat_get(&w->closed);
-        double lag = (double)stat_get(&w->lag_us) / 1000.0;
+        struct worker_stats_snapshot w;
+        stats_read(v[i].id, &w);
+        unsigned long long act = w.active, acc = w.accepted, req = w.requests, bin = w.bytes_in,
+                           bout = w.bytes_out, clo = w.closed;
+        double lag = (double)w.lag_us / 1000.0;
         size_t inbox = bus_inbox_depth(v[i].id);
         if (json)
             sb_addf(&sb,

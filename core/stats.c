@@ -28,17 +28,47 @@ long long stats_started(void)
     return started;
 }
 
+void stats_read(int id, struct worker_stats_snapshot *out)
+{
+    struct worker_stats *w = &slots[id];
+    *out = (struct worker_stats_snapshot){
+        .worker = id,
+        .accepted = stat_get(&w->accepted),
+        .active = stat_get(&w->active),
+        .closed = stat_get(&w->closed),
+        .bytes_in = stat_get(&w->bytes_in),
+        .bytes_out = stat_get(&w->bytes_out),
+        .errors = stat_get(&w->errors),
+        .requests = stat_get(&w->requests),
+        .moved_in = stat_get(&w->moved_in),
+        .moved_out = stat_get(&w->moved_out),
+        .lag_us = stat_get(&w->lag_us),
+    };
+}
+
+void stats_sum(struct worker_stats_snapshot *t, const struct worker_stats_snapshot *w)
+{
+    t->accepted += w->accepted;
+    t->active += w->active;
+    t->closed += w->closed;
+    t->bytes_in += w->bytes_in;
+    t->bytes_out += w->bytes_out;
+    t->errors += w->errors;
+    t->requests += w->requests;
+    t->moved_in += w->moved_in;
+    t->moved_out += w->moved_out;
+}
+
 static void report_workers(enum module_stats_format fmt, struct sbuf *sb)
 {
     int first = 1;
     for (int id = 1; id <= bus_max_worker(); id++) {
         if (!bus_is_live(id))
             continue;
-        struct worker_stats *w = &slots[id];
-        unsigned long long act = stat_get(&w->active), acc = stat_get(&w->accepted),
-                           clo = stat_get(&w->closed), bin = stat_get(&w->bytes_in),
-                           bout = stat_get(&w->bytes_out), err = stat_get(&w->errors),
-                           min = stat_get(&w->moved_in), mout = stat_get(&w->moved_out);
+        struct worker_stats_snapshot w;
+        stats_read(id, &w);
+        unsigned long long act = w.active, acc = w.accepted, clo = w.closed, bin = w.bytes_in,
+                           bout = w.bytes_out, err = w.errors, min = w.moved_in, mout = w.moved_out;
         if (fmt == MODULE_STATS_JSON)
             sb_addf(sb,
                     "%s{\"id\":%d,\"connections_active\":%llu,\"connections_accepted\":%llu,"

@@ -35,8 +35,14 @@ void stats_report(const struct config *cfg, enum module_stats_format fmt, struct
 
 struct worker_stats_snapshot {
     int worker;
-    uint64_t accepted, active, closed, bytes_in, bytes_out, errors;
+    uint64_t accepted, active, closed, bytes_in, bytes_out, errors, requests;
+    uint64_t moved_in, moved_out, lag_us;
 };
+/* One worker's counters, read now: each exact, though one may be a few
+ * events ahead of another. Any thread. */
+void stats_read(int id, struct worker_stats_snapshot *out);
+/* Adds w's counts (not its gauges' maximum, nor its id) to total's. */
+void stats_sum(struct worker_stats_snapshot *total, const struct worker_stats_snapshot *w);
 
 static inline void stat_add(_Atomic uint64_t *c, uint64_t n)
 {

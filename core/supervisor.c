@@ -326,12 +326,7 @@ static void on_stats_reply(struct supervisor *s, struct msg *m)
              (unsigned long long)w->bytes_out, (unsigned long long)w->errors,
              bus_inbox_depth(w->worker));
     struct worker_stats_snapshot *t = &s->stats_total;
-    t->accepted += w->accepted;
-    t->active += w->active;
-    t->closed += w->closed;
-    t->bytes_in += w->bytes_in;
-    t->bytes_out += w->bytes_out;
-    t->errors += w->errors;
+    stats_sum(t, w);
     if (--s->stats_pending == 0)
         log_info(NULL,
                  "stats total: workers=%d accepted=%llu active=%llu closed=%llu "

@@ -470,13 +470,7 @@ static void reply_stats(struct worker *w, uint64_t req)
         log_error(NULL, "out of memory answering a statistics request");
         return;
     }
-    s->worker = w->id;
-    s->accepted = stat_get(&w->stats->accepted);
-    s->active = stat_get(&w->stats->active);
-    s->closed = stat_get(&w->stats->closed);
-    s->bytes_in = stat_get(&w->stats->bytes_in);
-    s->bytes_out = stat_get(&w->stats->bytes_out);
-    s->errors = stat_get(&w->stats->errors);
+    stats_read(w->id, s);
     struct msg m = {.type = MSG_STATS_REPLY, .a = req, .ptr = s, .free_fn = free};
     bus_send(BUS_SUPERVISOR, &m);
 }

@@ -13,6 +13,17 @@ def two_ports():
     return p1, p2, "127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2
 
 
+def two_users(a1, a2, p1, p2):
+    """A server on both addresses, alice on the first and bob on the second."""
+    srv = Server(chat_conf(listen=[a1, a2]), workers=2)
+    alice = ChatClient(("127.0.0.1", p1))
+    alice.join("alice")
+    bob = ChatClient(("127.0.0.1", p2))
+    bob.join("bob")
+    assert alice.line() == "[bob joined]"
+    return srv, alice, bob
+
+
 def test_a_listener_added_by_reload_is_reachable():
     p1, p2, a1, a2 = two_ports()
     srv = Server(chat_conf(listen=[a1]), workers=2)
@@ -30,12 +41,7 @@ def test_a_listener_added_by_reload_is_reachable():
 
 def test_a_broken_configuration_changes_nothing_and_says_file_and_line():
     p1, p2, a1, a2 = two_ports()
-    srv = Server(chat_conf(listen=[a1, a2]), workers=2)
-    alice = ChatClient(("127.0.0.1", p1))
-    alice.join("alice")
-    bob = ChatClient(("127.0.0.1", p2))
-    bob.join("bob")
-    assert alice.line() == "[bob joined]"
+    srv, alice, bob = two_users(a1, a2, p1, p2)
     out = srv.reload(chat_conf(listen=[a1, a2]) + "workers = ;\n")
     assert "reload failed: %s:" % srv.conf in out and "syntax error" in out, out
     assert "old configuration is still active" in out, out
@@ -71,12 +77,7 @@ def test_a_broken_configuration_changes_nothing_and_says_file_and_line():
 
 def test_a_removed_listener_stops_accepting_while_its_sessions_go_on():
     p1, p2, a1, a2 = two_ports()
-    srv = Server(chat_conf(listen=[a1, a2]), workers=2)
-    alice = ChatClient(("127.0.0.1", p1))
-    alice.join("alice")
-    bob = ChatClient(("127.0.0.1", p2))
-    bob.join("bob")
-    assert alice.line() == "[bob joined]"
+    srv, alice, bob = two_users(a1, a2, p1, p2)
     out = srv.reload(chat_conf(listen=[a2]))
     assert "configuration reloaded" in out, out
     # Workers apply the removal asynchronously; a client that gets in before

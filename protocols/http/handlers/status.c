@@ -222,10 +222,10 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
     for (int w = 1; w <= maxw; w++) {
         if (!bus_is_live(w))
             continue;
-        struct worker_stats *ws = stats_slot(w);
-        unsigned long long acc = stat_get(&ws->accepted), act = stat_get(&ws->active),
-                           clo = stat_get(&ws->closed), bin = stat_get(&ws->bytes_in),
-                           bout = stat_get(&ws->bytes_out), err = stat_get(&ws->errors);
+        struct worker_stats_snapshot ws;
+        stats_read(w, &ws);
+        unsigned long long acc = ws.accepted, act = ws.active, clo = ws.closed, bin = ws.bytes_in,
+                           bout = ws.bytes_out, err = ws.errors;
         if (fmt == PROM)
             sb_addf(sb,
                     "medusa_worker_connections_active{worker=\"%d\"} %llu\n"
