@@ -20,9 +20,13 @@ struct echo_cfg {
 };
 
 /* Per worker: one writer (that worker), any reader. */
-static struct echo_counters {
-    _Atomic uint64_t active, accepted, echoed, dropped;
+enum { ACTIVE, ACCEPTED, ECHOED, DROPPED, NCOUNTERS };
+static const char *const counter_names[NCOUNTERS] = {"connections_active", "connections_accepted",
+                                                     "bytes_echoed", "dropped_not_reading"};
+static struct {
+    _Atomic uint64_t n[NCOUNTERS];
 } __attribute__((aligned(64))) counters[BUS_MAX_WORKERS + 1];
+#define COUNT(c, which, by) stat_add(&counters[(c)->w->id].n[which], by)
 
 static const char *const echo_keys[] = {"max_output", "idle_timeout", NULL};
 
@@ -30,10 +34,9 @@ static int echo_parse(struct cfg_ctx *ctx, const config_setting_t *block, void *
 {
     struct echo_cfg *e = calloc(1, sizeof *e);
     long long max = 65536;
-    if (!e)
+    if (!(*out = e))
         return cfg_error(ctx, block, "out of memory");
     e->idle_ms = 300000;
-    *out = e;
     if (cfg_int(ctx, block, "max_output", 1024, 1 << 30, &max) < 0 ||
         cfg_duration_ms(ctx, block, "idle_timeout", 86400, &e->idle_ms) < 0)
         return -1;
@@ -49,28 +52,29 @@ static void echo_read(struct bufferevent *bev, void *arg)
     size_t n = evbuffer_get_length(in);
     if (evbuffer_get_length(out) + n > e->max_output) {
         log_warn(c->peer, "echo: the client does not read; dropped at %u bytes", e->max_output);
-        stat_add(&counters[c->w->id].dropped, 1);
+        COUNT(c, DROPPED, 1);
         conn_count_error(c);
         conn_close(c);
         return;
     }
-    stat_add(&counters[c->w->id].echoed, n);
+    COUNT(c, ECHOED, n);
     evbuffer_add_buffer(out, in);
 }
 
+/* End of input, an error, or the idle timeout: done. */
 static void echo_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
-    (void)what; /* end of input, an error, or the idle timeout: done */
+    (void)bev, (void)what;
     conn_close(arg);
 }
 
-/* A new session, or one that moved here. */
-static void echo_start(struct conn *c)
+/* A new session, or one that moved here: the buffers are all its state. */
+static void echo_start(void *state, struct conn *c, void *blob)
 {
+    (void)state, (void)blob;
     const struct echo_cfg *e = c->svc->pcfg;
     struct timeval idle = {e->idle_ms / 1000, (e->idle_ms % 1000) * 1000};
-    stat_add(&counters[c->w->id].active, 1);
+    COUNT(c, ACTIVE, 1);
     bufferevent_setcb(c->bev, echo_read, NULL, echo_event, c);
     bufferevent_set_timeouts(c->bev, e->idle_ms ? &idle : NULL, NULL);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -80,30 +84,22 @@ static void echo_start(struct conn *c)
 
 static void echo_accept(void *state, struct conn *c)
 {
-    (void)state;
-    stat_add(&counters[c->w->id].accepted, 1);
-    echo_start(c);
-}
-
-static void echo_adopt(void *state, struct conn *c, void *blob)
-{
-    (void)state;
-    (void)blob; /* the buffers are the whole session */
-    echo_start(c);
+    COUNT(c, ACCEPTED, 1);
+    echo_start(state, c, NULL);
 }
 
 static void echo_closed(void *state, struct conn *c)
 {
     (void)state;
-    stat_sub(&counters[c->w->id].active, 1);
+    stat_sub(&counters[c->w->id].n[ACTIVE], 1);
 }
 
+/* Leaving: move. Stopping: echo has no way to say so; the grace period ends it. */
 static void echo_drain(void *state, struct conn *c, unsigned grace_ms, int move)
 {
-    (void)state;
-    (void)grace_ms; /* a stop: echo has no way to say so; it ends with the grace period */
+    (void)grace_ms;
     if (move) {
-        stat_sub(&counters[c->w->id].active, 1);
+        echo_closed(state, c);
         conn_move(c, NULL, NULL);
     }
 }
@@ -111,28 +107,22 @@ static void echo_drain(void *state, struct conn *c, unsigned grace_ms, int move)
 static void echo_describe(void *state, struct conn *c, char *buf, size_t len)
 {
     (void)state;
-    size_t waiting = evbuffer_get_length(bufferevent_get_output(c->bev));
-    snprintf(buf, len, "echoing, %zu byte%s waiting", waiting, waiting == 1 ? "" : "s");
+    snprintf(buf, len, "echoing, %zu bytes waiting",
+             evbuffer_get_length(bufferevent_get_output(c->bev)));
 }
 
 static void echo_stats(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb)
 {
     (void)cfg;
-    unsigned long long n[4] = {0};
-    for (int w = 1; w <= bus_max_worker(); w++) {
-        n[0] += stat_get(&counters[w].active);
-        n[1] += stat_get(&counters[w].accepted);
-        n[2] += stat_get(&counters[w].echoed);
-        n[3] += stat_get(&counters[w].dropped);
-    }
-    if (fmt == MODULE_STATS_JSON)
-        sb_addf(sb,
-                "{\"connections_active\":%llu,\"connections_accepted\":%llu,"
-                "\"bytes_echoed\":%llu,\"dropped_not_reading\":%llu}",
-                n[0], n[1], n[2], n[3]);
-    else
-        sb_addf(sb, "echo: %llu active, %llu accepted, %llu bytes echoed, %llu dropped\n", n[0],
-                n[1], n[2], n[3]);
+    uint64_t n[NCOUNTERS] = {0};
+    for (int w = 1; w <= bus_max_worker(); w++)
+        for (int i = 0; i < NCOUNTERS; i++)
+            n[i] += stat_get(&counters[w].n[i]);
+    sb_adds(sb, fmt == MODULE_STATS_JSON ? "{" : "echo:");
+    for (int i = 0; i < NCOUNTERS; i++)
+        sb_addf(sb, fmt == MODULE_STATS_JSON ? "%s\"%s\":%llu" : "%s %s %llu", i ? "," : "",
+                counter_names[i], (unsigned long long)n[i]);
+    sb_adds(sb, fmt == MODULE_STATS_JSON ? "}" : "\n");
 }
 
 const struct module echo_module = {
@@ -142,7 +132,7 @@ const struct module echo_module = {
     .parse = echo_parse,
     .free_cfg = free,
     .accept = echo_accept,
-    .adopt = echo_adopt,
+    .adopt = echo_start,
     .closed = echo_closed,
     .drain = echo_drain,
     .describe = echo_describe,
