@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sched.h>
 #include <string.h>
+#include <time.h>
 
 #define DRAIN_BUDGET 4096
 
@@ -158,19 +159,42 @@ int bus_thread_init(int id, struct event_base *base, bus_dispatch_fn *dispatch, 
     return 0;
 }
 
+/* How long a thread that ends waits for full inboxes to take what it still
+ * has for them (a leaving worker's last chat lines, say). */
+#define FINI_WAIT_MS 2000
+
 void bus_thread_fini(void)
 {
     struct bus_self *s = self;
     if (!s)
         return;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    size_t dropped = 0;
     for (int to = 0; to <= BUS_MAX_WORKERS; to++) {
+        struct queue *q = atomic_load(&inboxes[to]);
         while (s->head[to]) {
             struct pending *p = s->head[to];
+            int pushed = 0;
+            long waited = 0;
+            while (bus_is_live(to) && !(pushed = queue_push(q, &p->m) == 0) &&
+                   waited < FINI_WAIT_MS) {
+                sched_yield(); /* the receiver is busy: it will make room */
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                waited =
+                    (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+            }
+            if (!pushed) {
+                dropped += bus_is_live(to);
+                msg_release(&p->m);
+            }
             s->head[to] = p->next;
-            msg_release(&p->m);
             free(p);
         }
     }
+    if (dropped)
+        log_error(NULL, "%zu message(s) for busy threads dropped at exit after %d ms", dropped,
+                  FINI_WAIT_MS);
     event_free(s->inbox_ev);
     event_free(s->retry_ev);
     free(s);

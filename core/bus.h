@@ -11,7 +11,9 @@
  * inbox is full, the message waits in the sender's own overflow FIFO for
  * that destination (thread-local, so no lock), which a 1 ms timer retries in
  * order. bus_backlog() tells the sending thread how much is waiting, so
- * protocols stop reading from their clients while it is non-zero.
+ * protocols stop reading from their clients while it is non-zero. A thread
+ * that ends delivers what is still waiting before it goes, giving full
+ * inboxes up to two seconds (and logging what it then has to drop).
  *
  * bus_register/bus_set_live are for the supervisor; the rest is for any
  * thread that called bus_thread_init.
