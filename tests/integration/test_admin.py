@@ -68,6 +68,7 @@ def test_framing_and_every_read_only_command(env):
     st, body = a.cmd("help")
     assert st == 200
     for c in ["info", "workers", "listeners", "conns", "kill", "stats", "reload", "config", "log",
+              "http servers", "chat who",
               "chat", "shutdown", "quit"]:
         assert c in body, c
     st, body = a.cmd("info")
@@ -86,6 +87,14 @@ def test_framing_and_every_read_only_command(env):
     st, body = a.cmd("listeners json")
     ls = json.loads(body)
     assert {l["service"] for l in ls} == {"web", "chat"} and all(l["state"] == "enabled" for l in ls)
+    st, body = a.cmd("stats")
+    assert st == 200 and "worker 1:" in body and "http web:" in body and "chat:" in body, body
+    st, body = a.cmd("http servers")
+    assert st == 200 and "server web: 127.0.0.1:%d" % http_port in body and "static" in body, body
+    servers = json.loads(a.cmd("http servers json")[1])
+    assert servers[0]["name"] == "web" and servers[0]["vhosts"][0]["handlers"][0]["type"] == "static"
+    st, body = a.cmd("chat")
+    assert st == 400 and "chat who" in body and "chat say MESSAGE" in body, body
     st, body = a.cmd("stats json")
     stats = json.loads(body)
     assert stats["http"]["servers"][0]["name"] == "web" and "chat" in stats
