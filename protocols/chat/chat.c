@@ -61,6 +61,7 @@ struct chat_user {
     unsigned moving : 1;  /* the worker leaves: move once the join is decided */
     unsigned nskip;
     struct chat_skip *skip;
+    uint64_t join_seq; /* the supervisor's event that said this user joined */
     char nick[CHAT_NICK_MAX + 1];
 };
 
@@ -92,6 +93,7 @@ struct chat_worker {
 struct chat_move {
     enum user_state state;
     unsigned discarding;
+    uint64_t conn, join_seq;
     char nick[CHAT_NICK_MAX + 1];
     unsigned nseen;
     struct chat_skip seen[]; /* sender -> last event given to the user */
@@ -297,12 +299,33 @@ static void user_free(struct chat_user *u)
     free(u);
 }
 
+/* The last event of each sender the user has been given: what this worker
+ * delivered, or more where it still skips for the user (it had those on the
+ * worker it came from). 0 where it has nothing. */
+static uint64_t seen_by(const struct chat_user *u, int sender)
+{
+    uint64_t seen = u->cw->recv[sender];
+    for (unsigned i = 0; i < u->nskip; i++)
+        if (u->skip[i].sender == sender && u->skip[i].until > seen)
+            seen = u->skip[i].until;
+    return seen;
+}
+
+/* A move that did not happen (the server stops, no memory): the user is
+ * gone, and the room hears so. Any thread. */
+static void chat_move_free(void *blob)
+{
+    struct chat_move *mv = blob;
+    if (mv->state == U_ROOM)
+        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, mv->conn, mv->nick);
+    free(mv);
+}
+
 static void move_user(struct chat_user *u)
 {
-    struct chat_worker *cw = u->cw;
     unsigned n = 0;
     for (int s = 0; u->state == U_ROOM && s <= BUS_MAX_WORKERS; s++)
-        n += cw->recv[s] != 0;
+        n += seen_by(u, s) != 0;
     struct chat_move *mv = calloc(1, sizeof *mv + n * sizeof *mv->seen);
     struct conn *c = u->c;
     if (!mv) {
@@ -312,19 +335,22 @@ static void move_user(struct chat_user *u)
     }
     mv->state = u->state;
     mv->discarding = u->discarding;
+    mv->conn = c->id;
+    mv->join_seq = u->join_seq;
     memcpy(mv->nick, u->nick, sizeof mv->nick);
     for (int s = 0; u->state == U_ROOM && s <= BUS_MAX_WORKERS; s++) {
-        if (!cw->recv[s])
-            continue;
-        /* Events this worker still skips for the user count as seen. */
-        uint64_t seen = cw->recv[s];
-        for (unsigned i = 0; i < u->nskip; i++)
-            if (u->skip[i].sender == s && u->skip[i].until > seen)
-                seen = u->skip[i].until;
-        mv->seen[mv->nseen++] = (struct chat_skip){s, seen};
+        uint64_t seen = seen_by(u, s);
+        if (seen)
+            mv->seen[mv->nseen++] = (struct chat_skip){s, seen};
     }
     user_free(u);
-    conn_move(c, mv, free);
+    conn_move(c, mv, chat_move_free);
+}
+
+/* The i-th oldest event this worker remembers. */
+static const struct chat_past *past(const struct chat_worker *cw, unsigned i)
+{
+    return &cw->history[(cw->hist_next + CHAT_HISTORY - cw->hist_count + i) % CHAT_HISTORY];
 }
 
 /* The user was given events up to mv->seen on the worker it left: replay
@@ -349,9 +375,16 @@ static void catch_up(struct chat_worker *cw, struct chat_user *u, const struct c
                      CHAT_HISTORY);
         }
     }
+    /* Nothing from before the user joined: replay only what this worker
+     * delivered after the join (all it has, if the join is older). */
+    unsigned first = 0;
     for (unsigned i = 0; i < cw->hist_count; i++) {
-        const struct chat_past *p =
-            &cw->history[(cw->hist_next + CHAT_HISTORY - cw->hist_count + i) % CHAT_HISTORY];
+        const struct chat_past *p = past(cw, i);
+        if (p->sender == BUS_SUPERVISOR && p->seq == mv->join_seq)
+            first = i + 1;
+    }
+    for (unsigned i = first; i < cw->hist_count; i++) {
+        const struct chat_past *p = past(cw, i);
         if (p->seq > seen[p->sender])
             send_bytes(u, p->line, p->len);
     }
@@ -645,6 +678,7 @@ static void chat_adopt(void *state, struct conn *c, void *blob)
         stat_add(&cw->counters->moved_in, 1);
         u->state = mv->state;
         u->discarding = mv->discarding;
+        u->join_seq = mv->join_seq;
         memcpy(u->nick, mv->nick, sizeof u->nick);
         if (u->state == U_ROOM)
             catch_up(cw, u, mv);
@@ -660,8 +694,10 @@ static void chat_closed(void *state, struct conn *c)
     struct chat_user *u = c->ctx;
     if (!u)
         return;
-    if (u->state == U_ROOM)
-        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, 0, u->nick);
+    /* A user still waiting for the join leaves too: its worker may be gone
+     * when the supervisor's answer comes. */
+    if (u->state != U_NICK)
+        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, c->id, u->nick);
     log_debug(c->peer, "chat: %s disconnected", u->nick[0] ? u->nick : "(no nick)");
     user_free(u);
 }
@@ -725,7 +761,7 @@ static void on_joined(struct chat_worker *cw, int from, const struct chat_event 
     }
     struct chat_user *u = find_joining(cw, ev->conn);
     if (!u) { /* left while the supervisor was deciding */
-        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, 0, nick);
+        chat_send_str(BUS_SUPERVISOR, CHAT_LEAVE, ev->conn, nick);
         return;
     }
     int count;
@@ -737,6 +773,7 @@ static void on_joined(struct chat_worker *cw, int from, const struct chat_event 
     free(others);
     deliver(cw, u, from, ev->seq, line, (size_t)n);
     u->state = U_ROOM;
+    u->join_seq = ev->seq;
     log_info(u->c->peer, "chat: joined as %s", u->nick);
     if (u->moving) {
         move_user(u);

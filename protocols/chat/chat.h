@@ -41,7 +41,7 @@ enum chat_msg {
     CHAT_JOIN = 1, /* worker -> supervisor: a = conn id, ptr = nick */
     CHAT_TAKEN,    /* supervisor -> worker: a = conn id */
     CHAT_JOINED,   /* supervisor -> workers: ptr = struct chat_event (conn, worker, nick) */
-    CHAT_LEAVE,    /* worker -> supervisor: ptr = nick */
+    CHAT_LEAVE,    /* worker -> supervisor: a = conn id, ptr = nick (only its own frees it) */
     CHAT_LEFT,     /* supervisor -> workers: ptr = struct chat_event (nick) */
     CHAT_LINE,     /* worker or supervisor -> workers: ptr = struct chat_event (the line) */
     CHAT_SYNC,     /* worker -> supervisor: a new worker wants the roster */

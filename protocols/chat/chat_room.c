@@ -16,17 +16,31 @@
 #include <string.h>
 #include <strings.h>
 
+/* A nickname taken, and by which connection: only that connection's
+ * departure frees it (a late or repeated leave cannot free someone else's). */
+struct chat_member {
+    uint64_t conn;
+    char nick[CHAT_NICK_MAX + 1];
+};
+
 struct chat_room {
-    void *nicks; /* tsearch tree of char * */
+    void *members; /* tsearch tree of struct chat_member *, by nick */
     size_t count;
     uint64_t seq; /* the supervisor's room events */
 };
 
 _Atomic uint64_t chat_room_users;
 
-static int nick_cmp(const void *a, const void *b)
+static int member_cmp(const void *a, const void *b)
 {
-    return strcasecmp(a, b);
+    return strcasecmp(((const struct chat_member *)a)->nick, ((const struct chat_member *)b)->nick);
+}
+
+static struct chat_member key(const char *nick)
+{
+    struct chat_member k = {0};
+    snprintf(k.nick, sizeof k.nick, "%s", nick);
+    return k;
 }
 
 void chat_send_str(int to, enum chat_msg type, uint64_t a, const char *s)
@@ -91,23 +105,23 @@ int chat_room_start(struct supervisor *s, const struct config *cfg, void **state
     return -1;
 }
 
-static void free_nick(void *p)
-{
-    free(p);
-}
-
 void chat_room_stop(void *arg)
 {
     struct chat_room *r = arg;
-    tdestroy(r->nicks, free_nick);
+    tdestroy(r->members, free);
     free(r);
+}
+
+static const char *nick_of(const void *node)
+{
+    return (*(struct chat_member *const *)node)->nick;
 }
 
 static void sync_one(const void *node, VISIT v, void *arg)
 {
     const int *to = arg;
     if (v == postorder || v == leaf)
-        chat_send_str(*to, CHAT_ROSTER, 0, *(char *const *)node);
+        chat_send_str(*to, CHAT_ROSTER, 0, nick_of(node));
 }
 
 static void refuse(struct msg *m)
@@ -119,19 +133,23 @@ static void refuse(struct msg *m)
 void chat_room_message(void *arg, struct msg *m)
 {
     struct chat_room *r = arg;
-    char *nick = m->ptr;
+    const char *nick = m->ptr;
+    struct chat_member k = key(nick ? nick : "");
     switch (m->type) {
     case CHAT_JOIN: {
-        if (tfind(nick, &r->nicks, nick_cmp)) {
-            refuse(m);
+        struct chat_member *mb = tfind(&k, &r->members, member_cmp) ? NULL : malloc(sizeof *mb);
+        if (!mb) {
+            refuse(m); /* taken (or no memory) */
             break;
         }
-        if (!tsearch(nick, &r->nicks, nick_cmp)) {
+        *mb = k;
+        mb->conn = m->a;
+        if (!tsearch(mb, &r->members, member_cmp)) {
             log_error(NULL, "chat: out of memory adding %s", nick);
+            free(mb);
             refuse(m);
             break;
         }
-        m->ptr = NULL; /* the tree owns it now */
         r->count++;
         atomic_store_explicit(&chat_room_users, r->count, memory_order_relaxed);
         /* The joiner's worker hears last: by the time it lets the user
@@ -142,11 +160,11 @@ void chat_room_message(void *arg, struct msg *m)
         break;
     }
     case CHAT_LEAVE: {
-        void *found = tfind(nick, &r->nicks, nick_cmp);
-        if (!found)
-            break;
-        char *owned = *(char **)found;
-        tdelete(nick, &r->nicks, nick_cmp);
+        void *found = tfind(&k, &r->members, member_cmp);
+        if (!found || (*(struct chat_member **)found)->conn != m->a)
+            break; /* not this connection's (any more) */
+        struct chat_member *owned = *(struct chat_member **)found;
+        tdelete(&k, &r->members, member_cmp);
         r->count--;
         atomic_store_explicit(&chat_room_users, r->count, memory_order_relaxed);
         to_all_workers(r, CHAT_LEFT, 0, m->from, nick, 0);
@@ -158,7 +176,7 @@ void chat_room_message(void *arg, struct msg *m)
         /* A worker started after users joined (live scaling): give it the
          * room. Later JOINED/LEFT come after these, from the same sender. */
         int to = m->from;
-        twalk_r(r->nicks, sync_one, &to);
+        twalk_r(r->members, sync_one, &to);
         break;
     }
     default:
@@ -178,7 +196,7 @@ static void who_one(const void *node, VISIT v, void *arg)
 {
     struct chat_who *w = arg;
     if (v == postorder || v == leaf) {
-        sb_addf(w->out, "%s\n", *(char *const *)node);
+        sb_addf(w->out, "%s\n", nick_of(node));
         w->count++;
     }
 }
@@ -192,7 +210,7 @@ static int cmd_who(void *arg, int argc, char **argv, struct sbuf *out)
         return 400;
     }
     struct chat_who w = {out, 0};
-    twalk_r(r->nicks, who_one, &w);
+    twalk_r(r->members, who_one, &w);
     if (!w.count)
         sb_adds(out, "(nobody is in the room)\n");
     return 200;
