@@ -148,13 +148,15 @@ static void conn_detach(struct conn *c)
     stat_sub(&w->stats->active, 1);
 }
 
-void conn_close(struct conn *c)
+/* tell: the module's closed() runs (not when the module has already let
+ * the connection go, as before a move). */
+static void close_conn(struct conn *c, int tell)
 {
     if (c->closing == 2)
         return;
     c->closing = 2;
     const struct module *m = c->svc->module;
-    if (m->closed)
+    if (tell && m->closed)
         m->closed(worker_module_state(c->w, m), c);
     struct worker *w = c->w;
     if (c->bev)
@@ -166,6 +168,11 @@ void conn_close(struct conn *c)
     config_unref(c->cfg);
     free(c);
     worker_conn_gone(w);
+}
+
+void conn_close(struct conn *c)
+{
+    close_conn(c, 1);
 }
 
 static void flushed_cb(struct bufferevent *bev, void *arg)
@@ -278,7 +285,7 @@ void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
         }
         if (blob && blob_free)
             blob_free(blob);
-        conn_close(c);
+        close_conn(c, 0); /* the module released its state already */
         return;
     }
     if (c->bev) {

@@ -42,6 +42,7 @@
 #include "core/conn.h"
 #include "core/listener.h"
 #include "core/log.h"
+#include "core/sbuf.h"
 #include "core/supervisor_impl.h"
 #include "core/worker.h"
 
@@ -92,8 +93,10 @@ static void sockets_go(struct sup_listener *l, int id, unsigned n, int type)
     struct msg m = {.type = (uint16_t)type, .a = l->id, .b = n};
     bus_send(id, &m);
     l->held[id] = (uint16_t)(l->held[id] - n);
-    if (type == MSG_LISTEN_RETURN)
+    if (type == MSG_LISTEN_RETURN) {
         l->returning += n;
+        l->owed[id] = (uint16_t)(l->owed[id] + n);
+    }
 }
 
 static void place_migrating(struct supervisor *s, struct sup_listener *l, const int *run, int n)
@@ -178,19 +181,29 @@ static struct sup_listener *listener_by_id(struct supervisor *s, uint32_t id)
     return NULL;
 }
 
-/* A socket with nobody holding it: to the running worker holding fewest. */
+/* A TCP socket with nobody holding it: to the running worker holding
+ * fewest. */
 static void place_socket(struct supervisor *s, struct listener_sock *ls)
 {
     struct sup_listener *l = listener_by_id(s, ls->id);
     int to = 0;
-    for (int i = 0; l && !s->stopping && i < s->nworkers; i++) {
+    for (int i = 0; !s->stopping && i < s->nworkers; i++) {
         int id = s->workers[i]->id;
-        if (!s->workers[i]->draining && (!to || l->held[id] < l->held[to]))
+        if (!s->workers[i]->draining && (!to || (l && l->held[id] < l->held[to])))
             to = id;
     }
+    if (to && !l) {
+        /* A reload removed the listener on its way back: a worker serves
+         * what is queued on it, as every worker did at the removal. */
+        struct msg add = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
+        struct msg remove = {.type = MSG_LISTEN_REMOVE, .a = ls->id};
+        bus_send(to, &add);
+        bus_send(to, &remove);
+        return;
+    }
     if (!to || (l->held[to] >= 1 && scaling_kernel_migrates())) {
-        /* The listener is gone or the server stops (every socket closes), or
-         * every running worker has one and the kernel migrates the queue. */
+        /* The server stops (every socket closes), or every running worker
+         * has one and the kernel migrates the queue. */
         log_debug(ls->text, "returned socket closed");
         listener_sock_free(ls);
         return;
@@ -201,11 +214,13 @@ static void place_socket(struct supervisor *s, struct listener_sock *ls)
     bus_send(to, &m);
 }
 
-void scaling_on_listen_back(struct supervisor *s, struct listener_sock *ls)
+void scaling_on_listen_back(struct supervisor *s, struct listener_sock *ls, int from)
 {
     struct sup_listener *l = listener_by_id(s, ls->id);
-    if (l && l->returning)
+    if (l && l->owed[from]) {
+        l->owed[from]--;
         l->returning--;
+    }
     place_socket(s, ls);
 }
 
@@ -231,7 +246,11 @@ static void reclaim(struct msg *m, void *arg)
         return;
     }
     if (m->module == 0 && m->type == MSG_LISTEN_ADD) {
-        place_socket(s, m->ptr);
+        struct listener_sock *ls = m->ptr;
+        if (strncmp(ls->text, LIT("unix:")) == 0)
+            listener_sock_free(ls); /* a dup: the supervisor keeps the socket */
+        else
+            place_socket(s, ls);
         return;
     }
     msg_release(m);
@@ -242,7 +261,12 @@ void scaling_worker_gone(struct supervisor *s, int id)
     struct list *pos;
     list_for_each(pos, &s->listeners)
     {
-        sup_listener_of(pos)->held[id] = 0; /* it closed what it held when it ended */
+        /* It closed what it held when it ended, and what it still owed back
+         * will not come. */
+        struct sup_listener *l = sup_listener_of(pos);
+        l->held[id] = 0;
+        l->returning -= l->owed[id];
+        l->owed[id] = 0;
     }
     bus_reclaim(id, reclaim, s);
 }
@@ -299,8 +323,10 @@ static void mark_leaving(struct supervisor *s, struct worker *w, int migrate)
     list_for_each(pos, &s->listeners)
     {
         struct sup_listener *l = sup_listener_of(pos);
-        if (!migrate)
+        if (!migrate) {
             l->returning += l->held[w->id];
+            l->owed[w->id] = (uint16_t)(l->owed[w->id] + l->held[w->id]);
+        }
         l->held[w->id] = 0;
     }
 }

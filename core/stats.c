@@ -23,6 +23,16 @@ struct worker_stats *stats_slot(int id)
     return &slots[id];
 }
 
+void stats_reset(int id)
+{
+    _Atomic uint64_t *c[] = {&slots[id].accepted, &slots[id].active,    &slots[id].closed,
+                             &slots[id].bytes_in, &slots[id].bytes_out, &slots[id].errors,
+                             &slots[id].requests, &slots[id].moved_in,  &slots[id].moved_out,
+                             &slots[id].lag_us};
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        atomic_store_explicit(c[i], 0, memory_order_relaxed);
+}
+
 long long stats_started(void)
 {
     return started;

@@ -26,6 +26,9 @@ struct worker_stats {
  * inboxes), so any thread may read any worker's counters at any time, e.g.
  * for a status page; a slot is zeroed when a worker starts in it. */
 struct worker_stats *stats_slot(int id);
+/* Zeroes a slot for a worker starting in it (atomic stores: others may be
+ * reading it). */
+void stats_reset(int id);
 /* When the process started (CLOCK_REALTIME seconds), for uptime. */
 long long stats_started(void);
 

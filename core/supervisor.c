@@ -309,14 +309,30 @@ static void request_stats(struct supervisor *s)
     for (int w = 0; w < s->nworkers; w++) {
         struct msg m = {.type = MSG_STATS_REQ, .a = s->stats_req};
         bus_send(s->workers[w]->id, &m);
+        s->stats_asked[s->workers[w]->id] = 1;
         s->stats_pending++;
     }
+}
+
+static void stats_answered(struct supervisor *s, int id)
+{
+    if (!s->stats_asked[id])
+        return;
+    s->stats_asked[id] = 0;
+    struct worker_stats_snapshot *t = &s->stats_total;
+    if (--s->stats_pending == 0)
+        log_info(NULL,
+                 "stats total: workers=%d accepted=%llu active=%llu closed=%llu "
+                 "bytes_in=%llu bytes_out=%llu errors=%llu",
+                 s->nworkers, (unsigned long long)t->accepted, (unsigned long long)t->active,
+                 (unsigned long long)t->closed, (unsigned long long)t->bytes_in,
+                 (unsigned long long)t->bytes_out, (unsigned long long)t->errors);
 }
 
 static void on_stats_reply(struct supervisor *s, struct msg *m)
 {
     struct worker_stats_snapshot *w = m->ptr;
-    if (m->a != s->stats_req || !s->stats_pending)
+    if (m->a != s->stats_req || !s->stats_asked[m->from])
         return;
     log_info(NULL,
              "stats worker %d: accepted=%llu active=%llu closed=%llu bytes_in=%llu "
@@ -325,15 +341,8 @@ static void on_stats_reply(struct supervisor *s, struct msg *m)
              (unsigned long long)w->closed, (unsigned long long)w->bytes_in,
              (unsigned long long)w->bytes_out, (unsigned long long)w->errors,
              bus_inbox_depth(w->worker));
-    struct worker_stats_snapshot *t = &s->stats_total;
-    stats_sum(t, w);
-    if (--s->stats_pending == 0)
-        log_info(NULL,
-                 "stats total: workers=%d accepted=%llu active=%llu closed=%llu "
-                 "bytes_in=%llu bytes_out=%llu errors=%llu",
-                 s->nworkers, (unsigned long long)t->accepted, (unsigned long long)t->active,
-                 (unsigned long long)t->closed, (unsigned long long)t->bytes_in,
-                 (unsigned long long)t->bytes_out, (unsigned long long)t->errors);
+    stats_sum(&s->stats_total, w);
+    stats_answered(s, m->from);
 }
 
 static void worker_exited(struct supervisor *s, int id)
@@ -351,6 +360,7 @@ static void worker_exited(struct supervisor *s, int id)
         break;
     }
     scaling_worker_gone(s, id);
+    stats_answered(s, id); /* it will not answer now */
     if (!s->stopping) {
         if (was_running) {
             log_error(NULL, "worker %d exited unexpectedly; %d running", id, sup_nrunning(s));
@@ -389,7 +399,7 @@ static void dispatch(struct msg *m, void *arg)
         on_stats_reply(s, m);
         break;
     case MSG_LISTEN_BACK:
-        scaling_on_listen_back(s, m->ptr);
+        scaling_on_listen_back(s, m->ptr, m->from);
         return;
     case MSG_CONN_MOVE:
         scaling_on_conn_move(s, m);

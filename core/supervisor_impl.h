@@ -29,6 +29,7 @@ struct sup_listener {
      * (MSG_LISTEN_RETURN sent, MSG_LISTEN_BACK not yet received). */
     uint16_t held[BUS_MAX_WORKERS + 1];
     unsigned returning;
+    uint16_t owed[BUS_MAX_WORKERS + 1]; /* of those, how many each worker still owes */
     char *service;
     struct listen_addr addr;
 };
@@ -50,9 +51,10 @@ struct supervisor {
     int stopping;
     void **mstate;        /* [module id]: each module's supervisor state */
     unsigned next_target; /* round robin over running workers for moved sessions */
-    /* Statistics requests in flight (SIGUSR2). */
+    /* Statistics requests in flight (SIGUSR2), and who has not answered. */
     uint64_t stats_req;
     int stats_pending;
+    uint8_t stats_asked[BUS_MAX_WORKERS + 1];
     struct worker_stats_snapshot stats_total;
 };
 
@@ -75,7 +77,7 @@ int scaling_kernel_migrates(void);
 void scaling_place_sockets(struct supervisor *s);
 /* Unix listeners: a dup of each for a worker that starts. */
 void scaling_give_unix(struct supervisor *s, struct worker *w);
-void scaling_on_listen_back(struct supervisor *s, struct listener_sock *ls);
+void scaling_on_listen_back(struct supervisor *s, struct listener_sock *ls, int from);
 /* A moving session (MSG_CONN_MOVE): forwarded to a running worker. */
 void scaling_on_conn_move(struct supervisor *s, struct msg *m);
 /* A worker's thread ended: its sockets are forgotten and anything still in

@@ -219,12 +219,14 @@ static void listener_close(struct worker *w, struct wlistener *l)
 }
 
 /* Gives the socket, queue and all, back to the supervisor, which hands it
- * to a worker that stays. */
+ * to a worker that stays. Without memory for the message the socket is
+ * closed instead (its queue lost, and said so): l is gone either way. */
 static void listener_give_back(struct worker *w, struct wlistener *l)
 {
     struct listener_sock *ls = calloc(1, sizeof *ls);
     if (!ls) {
-        log_error(l->text, "out of memory giving a socket back; kept");
+        log_error(l->text, "out of memory giving a socket back; closed, and its queue with it");
+        listener_free(l);
         return;
     }
     event_del(l->ev);
@@ -276,15 +278,19 @@ static void on_listen_add(struct worker *w, struct listener_sock *ls)
         listener_free(l);
         return;
     }
+    resolve_listener(w, l);
     if (w->stopping) {
-        /* The supervisor sent it before it knew; nothing queued is lost. */
-        if (w->leaving && !l->is_unix)
+        /* The supervisor's order of messages does not send this, but should
+         * it come: a Unix socket is shared (the supervisor keeps it), a TCP
+         * one goes back or has its queue served before it closes. */
+        if (l->is_unix)
+            listener_free(l);
+        else if (w->leaving)
             listener_give_back(w, l);
         else
             listener_close(w, l);
         return;
     }
-    resolve_listener(w, l);
     if (!w->accept_paused && !l->disabled)
         event_add(l->ev, NULL);
 }
@@ -579,7 +585,7 @@ struct worker *worker_new(int id, struct config *cfg)
     list_init(&w->listeners);
     list_init(&w->conns);
     w->stats = stats_slot(id);
-    memset(w->stats, 0, sizeof *w->stats);
+    stats_reset(id);
     w->cfg = config_ref(cfg);
     return w;
 }
