@@ -130,6 +130,51 @@ class Server:
         """Open descriptors of the process."""
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def settled_fds(self, quiet=1.0):
+        """The descriptor count once it has not changed for `quiet` seconds
+        (workers finish starting after "medusad started" is logged)."""
+        last, since = self.fds(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            time.sleep(0.05)
+            now = self.fds()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
+    def fd_kinds(self):
+        """How many descriptors of each kind: listening, connected or Unix
+        sockets (by /proc/net), pipes, eventfds, epoll sets, files."""
+        states = {}
+        for name in ("tcp", "tcp6"):
+            try:
+                with open("/proc/net/" + name) as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        states[parts[9]] = "tcp-listen" if parts[3] == "0A" else "tcp"
+            except FileNotFoundError:
+                pass
+        kinds = {}
+        for t in self.fd_targets().values():
+            if t.startswith("socket:["):
+                k = states.get(t[8:-1], "unix")
+            elif t.startswith("anon_inode:"):
+                k = t[len("anon_inode:"):].strip("[]")
+            else:
+                k = t.split(":")[0] if ":" in t else "file"
+            kinds[k] = kinds.get(k, 0) + 1
+        return kinds
+
+    def fd_targets(self):
+        """What each open descriptor is (socket:[inode], anon_inode:[eventfd], a path)."""
+        out = {}
+        for fd in os.listdir("/proc/%d/fd" % self.pid):
+            try:
+                out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
+            except OSError:
+                pass
+        return out
+
     def cleanup(self):
         if self.proc.poll() is None:
             self.proc.kill()

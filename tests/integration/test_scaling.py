@@ -183,7 +183,7 @@ def soak(migrate, cycle=(2, 1, 3, 4, 1, 3, 2, 4)):
 
 
 def run_soak(srv, ports, migrate, cycle):
-    fds0 = srv.fds()
+    fds0, kinds0 = srv.settled_fds(), srv.fd_kinds()
     users = [ChatClient(("127.0.0.1", ports["chat"])) for _ in range(12)]
     for i, u in enumerate(users):
         u.join("u%02d" % i)
@@ -240,7 +240,11 @@ def run_soak(srv, ports, migrate, cycle):
     for u in users:
         u.close()
     wait_for(lambda: sum(w["active"] for w in srv.ctl_json("workers")) == 0, 20, "clients gone")
-    wait_for(lambda: srv.fds() == fds0, 10, "descriptors back to %d (now %d)" % (fds0, srv.fds()))
+    try:
+        wait_for(lambda: srv.fds() == fds0, 10, "descriptors back to %d" % fds0)
+    except AssertionError:
+        raise AssertionError("descriptors: %d at the start %s, %d now %s" % (
+            fds0, kinds0, srv.fds(), srv.fd_kinds()))
     assert srv.stop() == 0
     print("%s: %d wrk requests and %d keep-alive requests, 0 errors; %d chat lines to 11 users "
           "exactly once; %d sessions moved; sockets bounded; %d descriptors before and after"
