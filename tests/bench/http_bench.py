@@ -9,6 +9,7 @@ per-round ratios. Then, on fresh servers: memory (10,000 idle keep-alive
 connections, RSS growth per connection) and 10,000 concurrent connections.
 
     tests/bench/http_bench.py build/medusad [--rounds 5] [--duration 5]
+    tests/bench/http_bench.py build/medusad --baseline OLD/medusad   # a change, side by side
 
 Needs nginx (nginx-light), wrk and optionally h2o from Debian:
     apt-get install nginx-light wrk h2o
@@ -80,19 +81,19 @@ def children_of(pid):
     return [int(x) for x in out.split()]
 
 
-def start_medusa(binary, root, tmp):
+def start_medusa(binary, root, tmp, name="medusa"):
     port = free_port()
-    conf = os.path.join(tmp, "medusa.conf")
+    conf = os.path.join(tmp, name + ".conf")
     with open(conf, "w") as f:
         f.write("""workers = 1;
 worker_connections = 20000;
-log = { level = "warn"; error_log = "%s/medusa.err"; };
+log = { level = "warn"; error_log = "%s/%s.err"; };
 http = ( { name = "bench"; listen = [ "127.0.0.1:%d" ];
   keepalive_requests = 1000000; keepalive_timeout = 300;
   vhosts = ( { names = [ "*" ]; handlers = (
     { type = "static"; path = "/"; root = "%s"; gzip_static = false; } ); } ); } );
-""" % (tmp, port, root))
-    return Server("medusa", [binary, "-c", conf], port)
+""" % (tmp, name, port, root))
+    return Server(name, [binary, "-c", conf], port)
 
 
 def start_nginx(root, tmp):
@@ -264,6 +265,9 @@ def main():
                     help="comma-separated subset of: 1k,1m,404,close")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--c10k", type=int, default=10000, help="connections for the concurrency run")
+    ap.add_argument("--baseline", metavar="MEDUSAD",
+                    help="another medusad (say, the build before a change), run as 'before' "
+                         "in the same rounds, so a change is measured side by side")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="medusa-bench-")
     root = os.path.join(tmp, "www")
@@ -276,6 +280,8 @@ def main():
     servers = []
     try:
         servers.append(start_medusa(os.path.abspath(args.medusad), root, tmp))
+        if args.baseline:
+            servers.append(start_medusa(os.path.abspath(args.baseline), root, tmp, "before"))
         servers.append(start_nginx(root, tmp))
         if not args.no_h2o:
             h = start_h2o(root, tmp)
@@ -312,8 +318,11 @@ def main():
         # Memory and concurrency on fresh servers, one at a time, so neither
         # the throughput runs' allocations nor another server's sockets
         # (TIME_WAIT from the close runs) weigh on the figures.
-        starters = [lambda: start_medusa(os.path.abspath(args.medusad), root, tmp),
-                    lambda: start_nginx(root, tmp)]
+        starters = [lambda: start_medusa(os.path.abspath(args.medusad), root, tmp)]
+        if args.baseline:
+            starters.append(lambda: start_medusa(os.path.abspath(args.baseline), root, tmp,
+                                                 "before"))
+        starters.append(lambda: start_nginx(root, tmp))
         if not args.no_h2o and shutil.which("h2o"):
             starters.append(lambda: start_h2o(root, tmp))
         mem_rows, c10k_rows = [], []
