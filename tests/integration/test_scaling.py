@@ -252,13 +252,13 @@ def run_soak(srv, ports, migrate, cycle):
              sum(t.ok for t in loads), said, moved, fds0))
 
 
-def run_in_netns(migrate):
+def run_in_netns(migrate, scenario="soak"):
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("a network namespace of its own needs root, unshare and ip (CI has them)")
     if not shutil.which("wrk"):
         pytest.fail("wrk is missing: packaging/bootstrap installs it")
     script = ("import sys; sys.path.insert(0, %r); import test_scaling; "
-              "test_scaling.soak(%s)" % (HERE, bool(migrate)))
+              "test_scaling.%s(%s)" % (HERE, scenario, bool(migrate)))
     cmd = ("ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=%d && "
            "exec %s -c %s" % (migrate, sys.executable, json.dumps(script)))
     p = subprocess.run(["unshare", "-n", "sh", "-c", cmd], capture_output=True, text=True,
@@ -275,18 +275,35 @@ def test_scaling_without_migration_loses_nothing_and_bounds_sockets():
     run_in_netns(0)
 
 
-def test_many_cycles_keep_sockets_bounded_here():
-    """In this namespace, whichever mode it has: the socket count after the
-    cycles that made main's count grow without bound."""
-    migrate = open("/proc/sys/net/ipv4/tcp_migrate_req").read().strip() == "1"
+def cycles(migrate):
+    """The scaling that made each listener's sockets grow without bound
+    before (8, 1, 3, 7, 2, 5, then 3, 1, 4, 2 five times): checked after
+    every step, as the supervisor and the kernel count them."""
     srv, ports = start(2)
+    fds0 = srv.settled_fds()
     peak = 2
     for n in (8, 1, 3, 7, 2, 5) + (3, 1, 4, 2) * 5:
         srv.ctl("workers", "set", str(n))
         peak = max(peak, n)
         srv.wait_workers_settled()
         check_sockets(srv, ports, migrate, peak)
+    srv.ctl("workers", "set", "2")
+    srv.wait_workers_settled()
+    # Back at 2 workers: one socket per listener and worker when they can
+    # migrate, else as many as the peak (8), spread 4 and 4.
+    sockets = sum(l["sockets"] for l in srv.ctl_json("listeners"))
+    assert sockets == (3 * 2 if migrate else 3 * peak), sockets
     assert srv.stop() == 0
+    print("%s: sockets bounded through 27 steps; %d at the end, %d descriptors at the start"
+          % ("migrating kernel" if migrate else "non-migrating kernel", sockets, fds0))
+
+
+def test_many_cycles_keep_sockets_bounded_with_migration():
+    run_in_netns(1, "cycles")
+
+
+def test_many_cycles_keep_sockets_bounded_without_migration():
+    run_in_netns(0, "cycles")
 
 
 def slow_download(port, path="/big.bin"):
