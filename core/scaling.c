@@ -201,9 +201,16 @@ static void place_socket(struct supervisor *s, struct listener_sock *ls)
         bus_send(to, &remove);
         return;
     }
+    if (!to && s->stopping && s->nworkers) {
+        /* A stopping worker takes what is queued on it before it closes it
+         * (it has had its MSG_STOP first: that went before this). */
+        struct msg add = {.type = MSG_LISTEN_ADD, .ptr = ls, .free_fn = listener_sock_free};
+        bus_send(s->workers[0]->id, &add);
+        return;
+    }
     if (!to || (l->held[to] >= 1 && scaling_kernel_migrates())) {
-        /* The server stops (every socket closes), or every running worker
-         * has one and the kernel migrates the queue. */
+        /* No worker at all, or every running worker has one and the kernel
+         * migrates the queue. */
         log_debug(ls->text, "returned socket closed");
         listener_sock_free(ls);
         return;
