@@ -4,8 +4,6 @@ wrong, replayed, missing, world-readable secret), reload, kill, listener
 disable/enable, chat who/say, log commands, hostile input and 50
 concurrent sessions, and medusactl's one-shot, interactive and error
 paths."""
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -297,7 +295,6 @@ def test_hostile_input_and_50_concurrent_sessions(env):
 def test_medusactl_exit_codes_and_interactive(env):
     tmp = env.tmp
     sock = env.sock
-    conf = env.conf
     # ---- medusactl ----
     rc, out, err = ctl("-s", sock, "workers", "json")
     assert rc == 0 and len(json.loads(out)) == 2

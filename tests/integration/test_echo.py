@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import Server, free_port, wait_for
+from harness import Server, free_port
 
 
 @pytest.fixture(scope="module")

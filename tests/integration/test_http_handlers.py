@@ -149,7 +149,6 @@ def test_put_with_expect_100_continue(env):
 
 
 def test_auth_accepts_yescrypt_and_sha512crypt_and_refuses_the_rest(env):
-    www = env.www
     srv = env.srv
     # ---- auth ----
     st, h, _, _ = curl(base + "/private/p.txt")

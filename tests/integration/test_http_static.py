@@ -76,8 +76,6 @@ def site():
 
 
 def test_get_and_head_status_and_headers(site):
-    data = site.data
-    text = site.text
     st, h, body, _ = curl(base + "/")
     assert st == 200 and body == b"<p>home</p>\n", (st, body)
     assert h["server"] == "medusa-test" and h["content-type"].startswith("text/html")
@@ -96,7 +94,6 @@ def test_get_and_head_status_and_headers(site):
 
 
 def test_keepalive_reuses_the_connection(site):
-    data = site.data
     # Keep-alive: curl reuses one connection for several URLs.
     st, h, body, err = curl("-v", base + "/", base + "/data.bin", base + "/sub/")
     assert "Re-using existing connection" in err or "Reusing existing connection" in err, err
@@ -110,7 +107,6 @@ def test_a_big_file_arrives_whole(site):
 
 
 def test_conditional_gets(site):
-    data = site.data
     # Conditional GETs.
     st, h, _, _ = curl(base + "/data.bin")
     etag, lm = h["etag"], h["last-modified"]
@@ -247,7 +243,6 @@ def test_traversal_and_symlinks_are_confined(site):
 
 
 def test_error_pages(site):
-    text = site.text
     # Error pages are small valid HTML with the right headers.
     st, h, body, _ = curl(base + "/nothing-here")
     assert st == 404 and h["content-type"].startswith("text/html")
@@ -271,7 +266,6 @@ def test_status_page_html_json_and_prometheus(site):
     for path in ["/", "/data.bin", "/sub/", "/old/x", "/posts/1", "/found", "/tmp/y"] * 8 + \
             ["/missing"] * 8:
         curl(base + path)
-    text = site.text
     # Status page.
     st, h, body, _ = curl(base + "/status")
     assert st == 200 and b"<h1>medusa" in body and b"web" in body
