@@ -236,7 +236,8 @@ void conn_move_free(void *p)
     struct conn_move *mv = p;
     log_warn(mv->peer, "connection %llu closed: it could not be moved to another worker",
              (unsigned long long)mv->id);
-    close(mv->fd);
+    if (mv->fd >= 0)
+        close(mv->fd);
     if (mv->in)
         evbuffer_free(mv->in);
     if (mv->out)
@@ -322,11 +323,10 @@ void conn_adopt(struct worker *w, struct conn_move *mv)
         evbuffer_free(mv->in);
     if (mv->out)
         evbuffer_free(mv->out);
+    mv->in = mv->out = NULL;
     if (!c) {
-        if (mv->blob && mv->blob_free)
-            mv->blob_free(mv->blob);
-        config_unref(mv->cfg);
-        free(mv);
+        mv->fd = -1; /* conn_setup closed it */
+        conn_move_free(mv);
         return;
     }
     c->id = mv->id;

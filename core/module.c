@@ -1,8 +1,6 @@
 /* The module registry; see module.h. */
 #include "core/module.h"
 
-#include <string.h>
-
 #define MODULES_MAX 32
 
 static const struct module *registered[MODULES_MAX + 1]; /* [0] unused: the core */
@@ -31,12 +29,4 @@ unsigned module_id(const struct module *m)
         if (registered[i] == m)
             return i;
     return 0;
-}
-
-const struct module *module_find(const char *name)
-{
-    for (unsigned i = 1; i <= count; i++)
-        if (strcmp(registered[i]->name, name) == 0)
-            return registered[i];
-    return NULL;
 }

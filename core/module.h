@@ -144,4 +144,3 @@ void modules_register(const struct module *const *list);
 unsigned module_count(void);
 const struct module *module_at(unsigned id);
 unsigned module_id(const struct module *m); /* 0 when not registered */
-const struct module *module_find(const char *name);

@@ -53,7 +53,10 @@
 #include <string.h>
 #include <unistd.h>
 
-int scaling_kernel_migrates(void)
+/* Whether closing a SO_REUSEPORT socket hands its queue to the others
+ * (net.ipv4.tcp_migrate_req, per network namespace): read once per decision,
+ * so that one decision never mixes the two modes. */
+static int kernel_migrates(void)
 {
     int fd = open("/proc/sys/net/ipv4/tcp_migrate_req", O_RDONLY | O_CLOEXEC);
     char c = '0';
@@ -133,13 +136,12 @@ static void place_handing(struct supervisor *s, struct sup_listener *l, int *run
     /* The deficits are filled as the sockets come back. */
 }
 
-void scaling_place_sockets(struct supervisor *s)
+static void place_all(struct supervisor *s, int migrate)
 {
     int run[BUS_MAX_WORKERS];
     int n = running_ids(s, run);
     if (n == 0 || s->stopping)
         return;
-    int migrate = scaling_kernel_migrates();
     struct list *pos;
     list_for_each(pos, &s->listeners)
     {
@@ -151,6 +153,11 @@ void scaling_place_sockets(struct supervisor *s)
         else
             place_handing(s, l, run, n);
     }
+}
+
+void scaling_place_sockets(struct supervisor *s)
+{
+    place_all(s, kernel_migrates());
 }
 
 void scaling_give_unix(struct supervisor *s, struct worker *w)
@@ -208,7 +215,7 @@ static void place_socket(struct supervisor *s, struct listener_sock *ls)
         bus_send(s->workers[0]->id, &add);
         return;
     }
-    if (!to || (l->held[to] >= 1 && scaling_kernel_migrates())) {
+    if (!to || (l->held[to] >= 1 && kernel_migrates())) {
         /* No worker at all, or every running worker has one and the kernel
          * migrates the queue. */
         log_debug(ls->text, "returned socket closed");
@@ -368,7 +375,7 @@ int sup_scale(struct supervisor *s, int n, char *msg, size_t len)
                  BUS_MAX_WORKERS);
         return -1;
     }
-    int started = 0, drained = 0, migrate = scaling_kernel_migrates();
+    int started = 0, drained = 0, migrate = kernel_migrates();
     for (; run < n && spawn(s); run++)
         started++;
     /* The highest ids leave. */
@@ -380,7 +387,7 @@ int sup_scale(struct supervisor *s, int n, char *msg, size_t len)
         leaving[drained++] = s->workers[i];
         run--;
     }
-    scaling_place_sockets(s);
+    place_all(s, migrate);
     for (int i = 0; i < drained; i++)
         send_drain(s, leaving[i], migrate);
     snprintf(msg, len, "%d worker%s running: %d started, %d leaving\n", run, run == 1 ? "" : "s",
@@ -409,9 +416,9 @@ int sup_drain(struct supervisor *s, int id, int restart, char *msg, size_t len)
         snprintf(msg, len, "worker %d is the last one running: start another first", id);
         return -1;
     }
-    int migrate = scaling_kernel_migrates();
+    int migrate = kernel_migrates();
     mark_leaving(s, w, migrate);
-    scaling_place_sockets(s);
+    place_all(s, migrate);
     send_drain(s, w, migrate);
     if (restart)
         snprintf(msg, len, "worker %d leaving; worker %d took its place\n", id, fresh);

@@ -69,9 +69,6 @@ void sup_send_listener(int worker, uint32_t id, int fd, const char *service, con
                        int disabled);
 
 /* scaling.c */
-/* Whether closing a SO_REUSEPORT socket hands its queue to the others
- * (net.ipv4.tcp_migrate_req, per network namespace, read each time). */
-int scaling_kernel_migrates(void);
 /* Every TCP listener: sockets opened, shed or sent back until each running
  * worker holds its share (scaling.c explains the two modes). */
 void scaling_place_sockets(struct supervisor *s);

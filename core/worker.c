@@ -12,7 +12,7 @@
  * a worker that leaves never drops connections queued on it.
  *
  * Sockets change hands only through the supervisor, which keeps the count
- * per listener bounded (core/supervisor.c): a worker closes surplus sockets
+ * per listener bounded (core/scaling.c): a worker closes surplus sockets
  * when the kernel migrates their queues (MSG_LISTEN_SHED), and otherwise
  * gives them back, queue and all (MSG_LISTEN_RETURN -> MSG_LISTEN_BACK).
  *
@@ -334,7 +334,10 @@ static void on_config(struct worker *w, struct config *cfg)
     config_unref(w->cfg);
     w->cfg = cfg;
     struct list *pos;
-    list_for_each(pos, &w->listeners) resolve_listener(w, wlistener_of(pos));
+    list_for_each(pos, &w->listeners)
+    {
+        resolve_listener(w, wlistener_of(pos));
+    }
     for (unsigned i = 1; i <= module_count(); i++)
         if (module_at(i)->worker_config)
             module_at(i)->worker_config(w->mstate[i], cfg);

@@ -69,8 +69,9 @@ struct chat_user {
 struct chat_past {
     int sender;
     uint64_t seq;
-    char *line;
+    const char *line;
     size_t len;
+    void *owner; /* the heap block line lives in, freed when the event is forgotten */
 };
 
 struct chat_worker {
@@ -101,11 +102,6 @@ struct chat_move {
 
 static struct chat_counters counters[BUS_MAX_WORKERS + 1];
 static _Atomic uint32_t incarnations;
-
-struct chat_counters *chat_counters_slot(int worker)
-{
-    return &counters[worker];
-}
 
 static const char *const chat_keys[] = {"max_line", "max_output", "idle_timeout", "sndbuf", NULL};
 
@@ -200,31 +196,33 @@ static int already_seen(struct chat_user *u, int sender, uint64_t seq, uint64_t 
     return 0;
 }
 
-static void remember(struct chat_worker *cw, int sender, uint64_t seq, const char *line, size_t len)
+/* Keeps the event for users that move here. owner is the heap block line
+ * lives in, which the history now owns; NULL when line must be copied. */
+static void remember(struct chat_worker *cw, int sender, uint64_t seq, const char *line, size_t len,
+                     void *owner)
 {
     struct chat_past *p = &cw->history[cw->hist_next];
     if (cw->hist_count == CHAT_HISTORY) {
         if (p->seq > cw->evicted[p->sender])
             cw->evicted[p->sender] = p->seq;
-        free(p->line);
+        free(p->owner);
     } else {
         cw->hist_count++;
     }
-    *p = (struct chat_past){sender, seq, malloc(len), len};
-    if (p->line)
-        memcpy(p->line, line, len);
-    else
-        p->len = 0;
+    if (!owner && (owner = malloc(len)))
+        line = memcpy(owner, line, len);
+    *p = (struct chat_past){sender, seq, owner ? line : "", owner ? len : 0, owner};
     cw->hist_next = (cw->hist_next + 1) % CHAT_HISTORY;
 }
 
-/* A room event: to every local user in the room except `except`. */
+/* A room event: to every local user in the room except `except`; owner as
+ * for remember(). */
 static void deliver(struct chat_worker *cw, struct chat_user *except, int sender, uint64_t seq,
-                    const char *line, size_t len)
+                    const char *line, size_t len, void *owner)
 {
     if (seq > cw->recv[sender])
         cw->recv[sender] = seq;
-    remember(cw, sender, seq, line, len);
+    remember(cw, sender, seq, line, len, owner);
     struct list *pos;
     list_for_each(pos, &cw->users)
     {
@@ -237,13 +235,14 @@ static void deliver(struct chat_worker *cw, struct chat_user *except, int sender
     }
 }
 
-static void say_everywhere(struct chat_worker *cw, struct chat_user *from, const char *line)
+/* line (a heap string) goes to the history. */
+static void say_everywhere(struct chat_worker *cw, struct chat_user *from, char *line)
 {
     size_t len = strlen(line);
     uint64_t seq = ++cw->own_seq;
     stat_add(&cw->w->stats->requests, 1);
     stat_add(&cw->counters->lines, 1);
-    deliver(cw, from, cw->w->id, seq, line, len);
+    deliver(cw, from, cw->w->id, seq, line, len, line);
     int n = bus_max_worker();
     for (int w = 1; w <= n; w++)
         if (w != cw->w->id && bus_is_live(w))
@@ -448,7 +447,6 @@ static void on_line(struct chat_user *u, const char *line, size_t len)
     if (n < 0)
         return;
     say_everywhere(u->cw, u, msg);
-    free(msg);
 }
 
 static int has_control(const unsigned char *s, size_t len)
@@ -626,7 +624,7 @@ static void chat_worker_dispose(void *state)
     event_free(cw->unblock_ev);
     tdestroy(cw->roster, free_nick);
     for (unsigned i = 0; i < cw->hist_count; i++)
-        free(cw->history[i].line);
+        free(cw->history[i].owner);
     free(cw);
 }
 
@@ -756,7 +754,7 @@ static void on_joined(struct chat_worker *cw, int from, const struct chat_event 
     int n = snprintf(line, sizeof line, "[%s joined]\r\n", nick);
     if (ev->worker != cw->w->id) {
         if (added)
-            deliver(cw, NULL, from, ev->seq, line, (size_t)n);
+            deliver(cw, NULL, from, ev->seq, line, (size_t)n, NULL);
         return;
     }
     struct chat_user *u = find_joining(cw, ev->conn);
@@ -771,7 +769,7 @@ static void on_joined(struct chat_worker *cw, int from, const struct chat_event 
     else
         sendf(u, "* welcome, %s. You are the first here.\r\n", u->nick);
     free(others);
-    deliver(cw, u, from, ev->seq, line, (size_t)n);
+    deliver(cw, u, from, ev->seq, line, (size_t)n, NULL);
     u->state = U_ROOM;
     u->join_seq = ev->seq;
     log_info(u->c->peer, "chat: joined as %s", u->nick);
@@ -809,7 +807,7 @@ static void on_left(struct chat_worker *cw, int from, const struct chat_event *e
     }
     char line[CHAT_NICK_MAX + 16];
     int n = snprintf(line, sizeof line, "[%s left]\r\n", ev->text);
-    deliver(cw, NULL, from, ev->seq, line, (size_t)n);
+    deliver(cw, NULL, from, ev->seq, line, (size_t)n, NULL);
 }
 
 static void chat_message(void *state, struct msg *m)
@@ -827,7 +825,8 @@ static void chat_message(void *state, struct msg *m)
         on_left(cw, m->from, ev);
         break;
     case CHAT_LINE:
-        deliver(cw, NULL, m->from, ev->seq, ev->text, ev->len);
+        deliver(cw, NULL, m->from, ev->seq, ev->text, ev->len, m->ptr);
+        m->ptr = NULL; /* the history has it now */
         break;
     case CHAT_ROSTER:
         roster_add(cw, m->ptr);

@@ -76,7 +76,6 @@ struct chat_counters {
     _Atomic uint64_t sessions, lines, moved_in;
 } __attribute__((aligned(64)));
 extern _Atomic uint64_t chat_room_users;
-struct chat_counters *chat_counters_slot(int worker);
 
 /* Supervisor side (chat_room.c). */
 int chat_room_start(struct supervisor *s, const struct config *cfg, void **state, char *err,
