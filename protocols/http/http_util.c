@@ -5,11 +5,6 @@
 
 #include <ctype.h>
 #include <unistd.h>
-#include <sys/syscall.h>
-#include <stdatomic.h>
-#include <linux/openat2.h>
-#include <limits.h>
-#include <fcntl.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -72,40 +67,6 @@ long http_path_normalize(const char *in, size_t len, char *out)
     }
     out[o] = '\0';
     return (long)o;
-}
-
-static _Atomic int openat2_works = 1;
-
-int http_open_beneath(int rootfd, const char *rel, int flags, int allow_outside)
-{
-    if (!*rel)
-        rel = ".";
-    if (allow_outside)
-        return openat(rootfd, rel, flags);
-    if (openat2_works) {
-        struct open_how how = {.flags = (uint64_t)flags,
-                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-        int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
-        if (fd >= 0 || errno != ENOSYS)
-            return fd;
-        openat2_works = 0; /* benign race: every thread learns the same */
-    }
-    /* No openat2: open, then check where the file really is. */
-    int fd = openat(rootfd, rel, flags);
-    if (fd < 0)
-        return -1;
-    char proc[64], root[PATH_MAX], real[PATH_MAX];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", rootfd);
-    ssize_t rl = readlink(proc, root, sizeof root - 1);
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-    ssize_t fl = readlink(proc, real, sizeof real - 1);
-    if (rl < 0 || fl < 0 || fl < rl || memcmp(root, real, (size_t)rl) != 0 ||
-        (fl > rl && real[rl] != '/' && !(rl == 1 && root[0] == '/'))) {
-        close(fd);
-        errno = EXDEV;
-        return -1;
-    }
-    return fd;
 }
 
 static const char wdays[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};

@@ -1,8 +1,8 @@
 /*
  * Helpers of the HTTP server, kept apart so unit tests can reach them:
- * path normalisation, confined opening of files, HTTP dates, byte ranges,
- * virtual host matching, MIME types. No state beyond a flag remembering
- * whether the kernel has openat2; any thread.
+ * path normalisation, HTTP dates, byte ranges,
+ * virtual host matching, MIME types. No state; any thread. (Confined opening
+ * is core/fs.h, shared with FTP.)
  */
 #pragma once
 
@@ -21,13 +21,6 @@ struct http_vhost;
  * not start with '/'; -404 for an encoded slash; -403 for ".." above the
  * root. */
 long http_path_normalize(const char *in, size_t len, char *out);
-
-/* Opens rel (no leading slash; "" is the root itself) under the folder
- * rootfd with flags, refusing (EXDEV or ELOOP) any resolution, symlinks
- * included, that leaves it: openat2(RESOLVE_BENEATH), or on kernels
- * without it a check of where the opened file really is. allow_outside
- * makes the root only lexical. */
-int http_open_beneath(int rootfd, const char *rel, int flags, int allow_outside);
 
 /* RFC 9110 IMF-fixdate: 29 characters plus NUL. */
 #define HTTP_DATE_LEN 29

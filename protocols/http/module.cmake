@@ -1,3 +1,3 @@
-# The HTTP module's own dependencies: llhttp (built above from Debian's
-# node-llhttp sources) and libcrypt for the auth handler.
-target_link_libraries(medusa_http PUBLIC llhttp PkgConfig::LIBCRYPT)
+# The HTTP module's own dependency: llhttp (built above from Debian's
+# node-llhttp sources).
+target_link_libraries(medusa_http PUBLIC llhttp)

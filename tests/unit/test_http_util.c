@@ -1,5 +1,6 @@
 /* protocols/http/http_util: path normalisation, dates, ranges, virtual
  * host matching, MIME lookup. */
+#include "core/fs.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
 
@@ -210,23 +211,23 @@ static void test_open_beneath(void **state)
     snprintf(path, sizeof path, "%s/root", dir);
     int root = open(path, O_PATH | O_DIRECTORY);
     assert_true(root >= 0);
-    int fd = http_open_beneath(root, "sub/file", O_RDONLY, 0);
+    int fd = fs_open_beneath(root, "sub/file", O_RDONLY, 0);
     assert_true(fd >= 0);
     close(fd);
-    assert_true((fd = http_open_beneath(root, "in", O_RDONLY, 0)) >= 0); /* inside: fine */
+    assert_true((fd = fs_open_beneath(root, "in", O_RDONLY, 0)) >= 0); /* inside: fine */
     close(fd);
-    assert_true((fd = http_open_beneath(root, "", O_PATH | O_DIRECTORY, 0)) >= 0);
+    assert_true((fd = fs_open_beneath(root, "", O_PATH | O_DIRECTORY, 0)) >= 0);
     close(fd);
     const char *escapes[] = {"out", "abs", "../secret", "sub/../../secret"};
     for (size_t i = 0; i < sizeof escapes / sizeof *escapes; i++) {
         errno = 0;
-        if (http_open_beneath(root, escapes[i], O_RDONLY, 0) >= 0 ||
+        if (fs_open_beneath(root, escapes[i], O_RDONLY, 0) >= 0 ||
             (errno != EXDEV && errno != ELOOP))
             fail_msg("'%s' was not refused (errno %d)", escapes[i], errno);
     }
-    assert_true((fd = http_open_beneath(root, "out", O_RDONLY, 1)) >= 0); /* allowed */
+    assert_true((fd = fs_open_beneath(root, "out", O_RDONLY, 1)) >= 0); /* allowed */
     close(fd);
-    assert_true(http_open_beneath(root, "missing", O_RDONLY, 0) < 0 && errno == ENOENT);
+    assert_true(fs_open_beneath(root, "missing", O_RDONLY, 0) < 0 && errno == ENOENT);
     close(root);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

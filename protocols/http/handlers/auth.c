@@ -3,8 +3,8 @@
  * request goes on down the chain (so auth wraps the handlers after it); on
  * failure the answer is 401 with WWW-Authenticate.
  *
- * The users file holds crypt(3) hashes (yescrypt, bcrypt, sha512crypt: the
- * format DESIGN.md fixes, so htpasswd -B files work). Hashing is slow on
+ * The users file (core/users.h) holds crypt(3) hashes (yescrypt, bcrypt,
+ * sha512crypt: the format DESIGN.md fixes, so htpasswd -B files work). Hashing is slow on
  * purpose, and a browser sends the same credentials with every request, so
  * each worker remembers the last few credentials it verified, as SHA-256
  * digests, in the handler's per-worker context (http.h's ctx_init). An unknown user costs the same
@@ -13,10 +13,10 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/sbuf.h"
+#include "core/users.h"
 #include "protocols/http/http.h"
 
 #include <crypt.h>
-#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -26,11 +26,6 @@
 
 #define VERIFIED_SLOTS 32
 
-struct auth_user {
-    char *name;
-    char *hash;
-};
-
 struct auth_worker {
     struct crypt_data cd;
     unsigned char verified[VERIFIED_SLOTS][SHA256_DIGEST_LENGTH];
@@ -39,18 +34,8 @@ struct auth_worker {
 
 struct auth_conf {
     char *realm_header; /* the whole WWW-Authenticate line */
-    struct auth_user *users;
-    size_t nusers;
-    char *dummy_hash; /* for unknown users: same cost */
+    struct users users;
 };
-
-static const struct auth_user *find_user(const struct auth_conf *ac, const char *name)
-{
-    for (size_t i = 0; i < ac->nusers; i++)
-        if (strcmp(ac->users[i].name, name) == 0)
-            return &ac->users[i];
-    return NULL;
-}
 
 static int check(struct auth_conf *ac, struct auth_worker *aw, const char *user, const char *pass)
 {
@@ -62,11 +47,7 @@ static int check(struct auth_conf *ac, struct auth_worker *aw, const char *user,
     for (unsigned i = 0; i < VERIFIED_SLOTS; i++)
         if (CRYPTO_memcmp(aw->verified[i], digest, sizeof digest) == 0)
             return 1;
-    const struct auth_user *u = find_user(ac, user);
-    const char *hash = u ? u->hash : ac->dummy_hash;
-    const char *out = crypt_r(pass, hash, &aw->cd);
-    int ok = u && out && out[0] != '*' && strlen(out) == strlen(hash) &&
-             CRYPTO_memcmp(out, hash, strlen(hash)) == 0;
+    int ok = users_verify(&ac->users, user, pass, &aw->cd) != NULL;
     if (ok) {
         memcpy(aw->verified[aw->next], digest, sizeof digest);
         aw->next = (aw->next + 1) % VERIFIED_SLOTS;
@@ -132,54 +113,9 @@ static void auth_free(struct http_handler *h)
     struct auth_conf *ac = h->conf;
     if (!ac)
         return;
-    for (size_t i = 0; i < ac->nusers; i++) {
-        free(ac->users[i].name);
-        free(ac->users[i].hash);
-    }
-    free(ac->users);
+    users_free(&ac->users);
     free(ac->realm_header);
-    free(ac->dummy_hash);
     free(ac);
-}
-
-static int load_users(struct cfg_ctx *ctx, const config_setting_t *at, struct auth_conf *ac,
-                      const char *path)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return cfg_error(ctx, at, "cannot open users file %s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0, rc = 0;
-    while (getline(&line, &cap, f) > 0) {
-        lineno++;
-        line[strcspn(line, "\r\n")] = '\0';
-        if (!line[0] || line[0] == '#')
-            continue;
-        char *colon = strchr(line, ':');
-        if (!colon || colon == line || !colon[1]) {
-            rc = cfg_error(ctx, at, "%s:%d: expected name:hash", path, lineno);
-            break;
-        }
-        *colon = '\0';
-        char *hash = colon + 1;
-        hash[strcspn(hash, ":")] = '\0'; /* optional FTP fields follow */
-        struct auth_user *u = realloc(ac->users, (ac->nusers + 1) * sizeof *u);
-        if (!u) {
-            rc = cfg_error(ctx, at, "out of memory");
-            break;
-        }
-        ac->users = u;
-        u[ac->nusers] = (struct auth_user){strdup(line), strdup(hash)};
-        ac->nusers++;
-        if (!u[ac->nusers - 1].name || !u[ac->nusers - 1].hash) {
-            rc = cfg_error(ctx, at, "out of memory");
-            break;
-        }
-    }
-    free(line);
-    fclose(f);
-    return rc;
 }
 
 static int auth_parse(struct cfg_ctx *ctx, const config_setting_t *block, struct http_handler *h)
@@ -203,27 +139,9 @@ static int auth_parse(struct cfg_ctx *ctx, const config_setting_t *block, struct
     char *path = cfg_path(ctx, users);
     if (!path)
         return cfg_error(ctx, block, "out of memory");
-    int rc = load_users(ctx, config_setting_get_member(block, "users"), ac, path);
+    int rc = users_load(ctx, config_setting_get_member(block, "users"), path, &ac->users);
     free(path);
-    if (rc < 0)
-        return -1;
-    /* A hash of the same kind as the first user's, for unknown users. */
-    char prefix[8] = "$y$";
-    if (ac->nusers && ac->users[0].hash[0] == '$') {
-        const char *end = strchr(ac->users[0].hash + 1, '$');
-        if (end && end - ac->users[0].hash < (long)sizeof prefix - 1)
-            snprintf(prefix, sizeof prefix, "%.*s", (int)(end - ac->users[0].hash + 1),
-                     ac->users[0].hash);
-    }
-    struct crypt_data *cd = calloc(1, sizeof *cd);
-    const char *setting =
-        cd ? crypt_gensalt_rn(prefix, 0, NULL, 0, cd->output, sizeof cd->output) : NULL;
-    const char *dummy = setting ? crypt_r("medusa-dummy", setting, cd) : NULL;
-    ac->dummy_hash = strdup(dummy && dummy[0] != '*' ? dummy : "*");
-    free(cd);
-    if (!ac->dummy_hash)
-        return cfg_error(ctx, block, "out of memory");
-    return 0;
+    return rc;
 }
 
 static const char *const auth_keys[] = {"realm", "users", NULL};

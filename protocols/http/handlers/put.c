@@ -5,9 +5,10 @@
  * an aborted, oversized or timed-out upload leaves no file behind, and a
  * reader never sees half a file. 201 when the file is new, 204 when it
  * replaced one. Paths are confined like the static handler's (the folder is
- * opened with http_open_beneath), and only existing folders are used.
+ * opened with fs_open_beneath), and only existing folders are used.
  */
 #include "core/conn.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
@@ -76,7 +77,7 @@ static enum http_action put_on_req(struct http_handler *h, struct http_req *r)
         return HTTP_DONE;
     }
     u->fd = -1;
-    u->dirfd = http_open_beneath(pc->dirfd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    u->dirfd = fs_open_beneath(pc->dirfd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     if (u->dirfd < 0) {
         int err = errno;
         free(u);

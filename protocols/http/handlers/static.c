@@ -2,7 +2,7 @@
  * static and userdir handlers: files under a root.
  *
  * Confinement. The request path is already normalised (no "." or "..",
- * no encoded slash, no NUL). Files are opened with http_open_beneath(), so
+ * no encoded slash, no NUL). Files are opened with fs_open_beneath(), so
  * no resolution, symlinks included, leaves the root; with
  * allow_symlinks_outside the root is only lexical.
  *
@@ -16,6 +16,7 @@
  * eviction never closes a descriptor a response is still sending from.
  */
 #include "core/conn.h"
+#include "core/fs.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "protocols/http/http.h"
@@ -156,7 +157,7 @@ static struct fentry *fentry_load(const struct froot *fr, const char *key, size_
         return NULL;
     memcpy(e->key, key, klen);
     e->refs = 1;
-    e->fd = http_open_beneath(fr->rootfd, key, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+    e->fd = fs_open_beneath(fr->rootfd, key, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
                               fr->conf->allow_outside);
     if (e->fd < 0) {
         e->err = errno;
