@@ -37,7 +37,7 @@ static void usage(FILE *f)
 /* Services first, in the order their configuration lists are parsed; the
  * console last, since its section is checked against them. */
 static const struct module *const modules[] = {
-    &http_module, &chat_module, &echo_module, &admin_module, NULL,
+    &http_module, &ftp_module, &chat_module, &echo_module, &admin_module, NULL,
 };
 
 int main(int argc, char **argv)
