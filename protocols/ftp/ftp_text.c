@@ -212,7 +212,7 @@ size_t ftp_list_line(char *out, size_t len, const char *name, const struct stat 
                       '\0'};
     struct tm tm;
     gmtime_r(&st->st_mtime, &tm);
-    char when[16];
+    char when[40];
     /* ls: the time for the last six months (and a little future), else the year */
     long age = (long)(now - st->st_mtime);
     if (age > -3600 && age < 180L * 86400)
