@@ -451,10 +451,6 @@ static void start_io(struct ftp_session *s)
         xfer_end(s, 451, "Out of memory.", "out of memory");
         return;
     }
-    if (d->kind == X_STOR) {
-        int sz = (int)STOR_BUF;
-        setsockopt(d->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    }
 }
 
 /* The 150 reply is out: connect, or wait for the client's connection. */
