@@ -684,7 +684,9 @@ def test_transfers_while_workers_leave(grace):
             f.quit()
             results.append(outcome)
 
-        idle = [login(port, "anonymous", "x") for _ in range(6)]
+        idle = [login(port, "anonymous", "x") for _ in range(30)]
+        # Sessions land on every worker, each with its own data channels.
+        assert {c["worker"] for c in srv.ctl_json("conns", "files")} == {1, 2, 3}
         threads = [threading.Thread(target=slow_download, args=(i,)) for i in range(6)]
         for t in threads:
             t.start()
@@ -700,6 +702,63 @@ def test_transfers_while_workers_leave(grace):
         for f in idle:  # idle sessions moved and go on
             assert f.pwd() == "/" and "pub" in f.nlst()
             f.quit()
+        assert srv.stop() == 0
+    finally:
+        if srv.proc.poll() is None:
+            srv.stop()
+
+
+def test_stop_during_a_transfer_tells_the_client():
+    tmp = temp_dir()
+    make_tree(tmp)
+    port = free_port()
+    srv = Server("grace_period = 1;\n" + ftp_conf(port), workers=2, dir=tmp)
+    try:
+        idle = login(port, "anonymous", "x")
+        f = login(port, "anonymous", "x")
+        f.voidcmd("TYPE I")
+        conn = f.transfercmd("RETR pub/big.bin")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.recv(65536)
+        srv.signal(15)
+        got = 0
+        while chunk := conn.recv(65536):
+            got += len(chunk)
+            time.sleep(0.01)  # too slow to finish within the grace period
+        assert got < BIG
+        assert f.getline().startswith("426")
+        assert f.getline().startswith("421")
+        assert idle.getline().startswith("421")  # an idle session is told at once
+        assert srv.proc.wait(20) == 0
+    finally:
+        if srv.proc.poll() is None:
+            srv.stop()
+
+
+def test_ipv6_epsv_and_eprt():
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    tmp = temp_dir()
+    make_tree(tmp)
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    srv = Server(ftp_conf(port).replace('"127.0.0.1:%d"' % port, '"[::1]:%d"' % port),
+                 workers=2, dir=tmp)
+    try:
+        f = ftplib.FTP()
+        f.connect("::1", port, timeout=10)
+        f.login("alice", "wonderland")
+        assert f.af == socket.AF_INET6
+        assert retr(f, "data.bin") == bytes(range(256)) * 64  # EPSV
+        expect_error(425, f.sendcmd, "PASV")  # IPv4 only
+        expect_error(522, f.sendcmd, "EPSV 1")
+        f.set_pasv(False)
+        assert retr(f, "data.bin") == bytes(range(256)) * 64  # EPRT |2|::1|port|
+        expect_error(522, f.sendcmd, "EPRT |1|127.0.0.1|5000|")
+        f.quit()
         assert srv.stop() == 0
     finally:
         if srv.proc.poll() is None:
