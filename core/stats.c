@@ -120,3 +120,17 @@ void stats_report(const struct config *cfg, enum module_stats_format fmt, struct
     if (fmt == MODULE_STATS_JSON)
         sb_adds(sb, "}\n");
 }
+
+void stats_counters(struct sbuf *sb, enum module_stats_format fmt, const char *title,
+                    const char *const *names, const uint64_t *values, int n)
+{
+    int json = fmt == MODULE_STATS_JSON;
+    if (json)
+        sb_adds(sb, "{");
+    else
+        sb_addf(sb, "%s:", title);
+    for (int i = 0; i < n; i++)
+        sb_addf(sb, json ? "%s\"%s\":%llu" : "%s %s %llu", i ? "," : "", names[i],
+                (unsigned long long)values[i]);
+    sb_adds(sb, json ? "}" : "\n");
+}

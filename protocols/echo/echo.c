@@ -118,11 +118,7 @@ static void echo_stats(const struct config *cfg, enum module_stats_format fmt, s
     for (int w = 1; w <= bus_max_worker(); w++)
         for (int i = 0; i < NCOUNTERS; i++)
             n[i] += stat_get(&counters[w].n[i]);
-    sb_adds(sb, fmt == MODULE_STATS_JSON ? "{" : "echo:");
-    for (int i = 0; i < NCOUNTERS; i++)
-        sb_addf(sb, fmt == MODULE_STATS_JSON ? "%s\"%s\":%llu" : "%s %s %llu", i ? "," : "",
-                counter_names[i], (unsigned long long)n[i]);
-    sb_adds(sb, fmt == MODULE_STATS_JSON ? "}" : "\n");
+    stats_counters(sb, fmt, "echo", counter_names, n, NCOUNTERS);
 }
 
 const struct module echo_module = {

@@ -667,11 +667,7 @@ static void ftp_stats(const struct config *cfg, enum module_stats_format fmt, st
     for (int w = 1; w <= bus_max_worker(); w++)
         for (int i = 0; i < FTP_NCOUNTERS; i++)
             n[i] += stat_get(&counters[w].n[i]);
-    sb_adds(sb, fmt == MODULE_STATS_JSON ? "{" : "ftp:");
-    for (int i = 0; i < FTP_NCOUNTERS; i++)
-        sb_addf(sb, fmt == MODULE_STATS_JSON ? "%s\"%s\":%llu" : "%s %s %llu", i ? "," : "",
-                counter_names[i], (unsigned long long)n[i]);
-    sb_adds(sb, fmt == MODULE_STATS_JSON ? "}" : "\n");
+    stats_counters(sb, fmt, "ftp", counter_names, n, FTP_NCOUNTERS);
 }
 
 const struct module ftp_module = {

@@ -12,7 +12,8 @@
  *   ftp.c       the module: configuration, sessions, replies, the command
  *               reader, login, drain and moves, per-IP limits, figures
  *   ftp_cmd.c   the command table and every command but the transfers
- *   ftp_data.c  data channels (PASV/EPSV/PORT/EPRT), transfers, xferlog
+ *   ftp_data.c  data channels (PASV/EPSV/PORT/EPRT), ABOR, the xferlog
+ *   ftp_transfer.c  RETR, STOR/APPE/STOU, LIST/NLST/MLSD
  *   ftp_text.c  pure text work, unit-tested: command lines, virtual
  *               paths, PORT/EPRT, LIST and MLSx lines
  */

@@ -57,9 +57,7 @@ int ftp_open(struct ftp_session *s, const char *vpath, int flags)
     return fs_open_beneath(s->rootfd, vpath + 1, flags | O_CLOEXEC, 0);
 }
 
-/* The reply for a failed file operation, and a log line when the path
- * tried to leave the root. */
-static void fail(struct ftp_session *s, const char *what, const char *vpath)
+void ftp_fail(struct ftp_session *s, const char *what, const char *vpath)
 {
     int e = errno;
     switch (e) {
@@ -130,9 +128,7 @@ static int in_upload_dir(const struct ftp_session *s, const char *vpath)
     return up && strncmp(vpath, up, ul) == 0 && (vpath[ul] == '\0' || vpath[ul] == '/');
 }
 
-/* May the session read (list, download, stat) vpath? Anonymous users may
- * not read their upload folder: it is a drop box. */
-static int may_read(struct ftp_session *s, const char *vpath)
+int ftp_may_read(struct ftp_session *s, const char *vpath)
 {
     if (!(s->perms & USER_READ) || (s->anonymous && in_upload_dir(s, vpath))) {
         ftp_reply(s, 550, "%s: permission denied.", vpath);
@@ -376,14 +372,14 @@ static void list_to_control(struct ftp_session *s, const char *arg)
         arg += strcspn(arg, " ");
         arg += strspn(arg, " ");
     }
-    if (resolve(s, arg, vpath) < 0 || !may_read(s, vpath))
+    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     int fd = ftp_open(s, vpath, O_RDONLY | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
         if (fd >= 0)
             close(fd);
-        fail(s, "STAT", vpath);
+        ftp_fail(s, "STAT", vpath);
         return;
     }
     char head[FTP_MAX_PATH + 64], line[FTP_MAX_PATH + 128];
@@ -486,7 +482,7 @@ static void cmd_cwd(struct ftp_session *s, char *arg)
         return;
     int fd = ftp_open(s, vpath, O_PATH | O_DIRECTORY);
     if (fd < 0) {
-        fail(s, "CWD", vpath);
+        ftp_fail(s, "CWD", vpath);
         return;
     }
     close(fd);
@@ -519,7 +515,7 @@ static void cmd_mkd(struct ftp_session *s, char *arg)
         if (dfd >= 0)
             close(dfd);
         errno = e;
-        fail(s, "MKD", vpath);
+        ftp_fail(s, "MKD", vpath);
         return;
     }
     close(dfd);
@@ -541,7 +537,7 @@ static void remove_name(struct ftp_session *s, char *arg, int flags, const char 
         if (dfd >= 0)
             close(dfd);
         errno = e == EPERM && !flags ? EISDIR : e;
-        fail(s, verb, vpath);
+        ftp_fail(s, verb, vpath);
         return;
     }
     close(dfd);
@@ -572,7 +568,7 @@ static void cmd_rnfr(struct ftp_session *s, char *arg)
         if (dfd >= 0)
             close(dfd);
         errno = e;
-        fail(s, "RNFR", vpath);
+        ftp_fail(s, "RNFR", vpath);
         return;
     }
     close(dfd);
@@ -597,7 +593,7 @@ static void cmd_rnto(struct ftp_session *s, char *arg)
     }
     if ((fd1 = open_parent(s, from, &fbase)) < 0 || (fd2 = open_parent(s, to, &tbase)) < 0 ||
         renameat(fd1, fbase, fd2, tbase) < 0) {
-        fail(s, "RNTO", fd1 < 0 ? from : to);
+        ftp_fail(s, "RNTO", fd1 < 0 ? from : to);
     } else {
         log_info(s->c->peer, "ftp: %s renamed %s to %s", s->user, from, to);
         ftp_reply(s, 250, "Rename successful.");
@@ -615,10 +611,10 @@ static void cmd_size(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     struct stat st;
-    if (resolve(s, arg, vpath) < 0 || !may_read(s, vpath))
+    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     if (stat_path(s, vpath, &st) < 0) {
-        fail(s, "SIZE", vpath);
+        ftp_fail(s, "SIZE", vpath);
         return;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -634,10 +630,10 @@ static void cmd_mdtm(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     struct stat st;
-    if (resolve(s, arg, vpath) < 0 || !may_read(s, vpath))
+    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     if (stat_path(s, vpath, &st) < 0) {
-        fail(s, "MDTM", vpath);
+        ftp_fail(s, "MDTM", vpath);
         return;
     }
     struct tm tm;
@@ -650,10 +646,10 @@ static void cmd_mlst(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     struct stat st;
-    if (resolve(s, arg, vpath) < 0 || !may_read(s, vpath))
+    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     if (stat_path(s, vpath, &st) < 0) {
-        fail(s, "MLST", vpath);
+        ftp_fail(s, "MLST", vpath);
         return;
     }
     char facts[256], text[FTP_MAX_PATH + 512];
@@ -690,7 +686,7 @@ static void cmd_site(struct ftp_session *s, char *arg)
         if (fd >= 0)
             close(fd);
         errno = e;
-        fail(s, "SITE CHMOD", vpath);
+        ftp_fail(s, "SITE CHMOD", vpath);
         return;
     }
     close(fd);

@@ -143,14 +143,34 @@ int ftp_command_during_transfer(const char *line, size_t len);
 int ftp_resolve(struct ftp_session *s, const char *arg, char *out, size_t outlen);
 /* Opens a virtual path under the session's root; -1 with errno. */
 int ftp_open(struct ftp_session *s, const char *vpath, int flags);
+/* The reply for a failed file operation (from errno), and a log line when
+ * the path tried to leave the root. */
+void ftp_fail(struct ftp_session *s, const char *what, const char *vpath);
+/* May the session read (list, download, stat) vpath? If not, says so (550).
+ * Anonymous users may not read their upload folder: it is a drop box. */
+int ftp_may_read(struct ftp_session *s, const char *vpath);
 
 /* ---- ftp_data.c ---- */
 void ftp_cmd_pasv(struct ftp_session *s, const char *arg, int extended);
 void ftp_cmd_port(struct ftp_session *s, const char *arg, int extended);
+void ftp_cmd_abor(struct ftp_session *s);
+/* A transfer command may go on: there is a data channel and no transfer
+ * on it. Else replies 425 and returns 0. */
+int ftp_data_ready(struct ftp_session *s);
+/* The 150 reply is out: connect (active) or wait for the client's
+ * connection (passive), then the transfer starts; takes vpath. */
+void ftp_data_go(struct ftp_session *s, const char *verb, char *vpath, enum ftp_xfer kind);
+/* The transfer is over: the channel closes (with why, as a failure), the
+ * reply goes out, and the session goes on, ends or moves: s may be gone
+ * afterwards. */
+void ftp_xfer_end(struct ftp_session *s, int code, const char *text, const char *why);
+
+/* ---- ftp_transfer.c ---- */
 void ftp_cmd_retr(struct ftp_session *s, const char *arg);
 void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how); /* 0 STOR, 1 APPE, 2 STOU */
 void ftp_cmd_list(struct ftp_session *s, const char *arg, enum ftp_list_kind kind);
-void ftp_cmd_abor(struct ftp_session *s);
+/* The data connection is up: bytes flow. */
+void ftp_transfer_start(struct ftp_session *s);
 /* Ends the data channel and any transfer: with why, a failed transfer's
  * partial upload is removed and the transfer is logged as incomplete. */
 void ftp_data_close(struct ftp_session *s, const char *why);
