@@ -270,7 +270,7 @@ static int ftp_reopen(void *pcfg)
         log_error(f->name, "reopening transfer log %s: %s", f->xferlog, strerror(errno));
         return -1;
     }
-    dup2(fd, f->xferlog_fd);
+    dup3(fd, f->xferlog_fd, O_CLOEXEC);
     close(fd);
     return 0;
 }
@@ -331,6 +331,8 @@ static int busy(const struct ftp_session *s)
 static void ftp_settle(struct ftp_session *s)
 {
     struct conn *c = s->c;
+    if ((s->quitting || s->stopping) && s->timer && !s->delayed)
+        event_del(s->timer); /* the drain's grace: nothing left for it to do */
     if (s->quitting) {
         ftp_data_close(s, "the session ended");
         conn_close_after_flush(c, 2000);
@@ -350,15 +352,25 @@ static void ftp_settle(struct ftp_session *s)
     }
 }
 
+void ftp_quit_if_pending(struct ftp_session *s)
+{
+    if (!s->quit_pending)
+        return;
+    s->quit_pending = 0;
+    ftp_reply(s, 221, "Goodbye.");
+    s->quitting = 1;
+}
+
 void ftp_transfer_done(struct ftp_session *s)
 {
     ftp_idle_timeout(s, 1);
     if (s->timer && !s->delayed)
         event_del(s->timer);
-    if (s->quit_pending) {
-        ftp_reply(s, 221, "Goodbye.");
-        s->quitting = 1;
-    }
+    ftp_quit_if_pending(s);
+    /* Inside a command (a transfer that failed as it started), the reader
+     * goes on, ends or moves the session when the command returns. */
+    if (s->in_command)
+        return;
     if (s->quitting || s->stopping || s->moving) {
         ftp_settle(s);
         return;
@@ -403,7 +415,9 @@ static void process_input(struct ftp_session *s)
         if (busy(s) && !ftp_command_during_transfer(line, len))
             break; /* after the transfer */
         evbuffer_drain(in, (size_t)eol.pos + eol_len);
+        s->in_command++;
         ftp_command(s, line, len);
+        s->in_command--;
     }
     ftp_settle(s);
 }
@@ -457,6 +471,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         ftp_data_close(s, "the worker is leaving");
         ftp_reply(s, 426, "Transfer aborted: the server is %s.",
                   s->stopping ? "shutting down" : "moving this session to another worker");
+        ftp_quit_if_pending(s);
     } else if (s->data) {
         ftp_data_close(s, NULL);
     }
@@ -511,6 +526,9 @@ static void session_start(struct ftp_worker *fw, struct conn *c, struct ftp_sess
     int one = 1;
     setsockopt(c->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one);
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, s);
+    /* Reading pauses when this much input waits (a client that pipelines
+     * commands during a transfer): bounded memory. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 4 * FTP_MAX_LINE);
     ftp_idle_timeout(s, 1);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }

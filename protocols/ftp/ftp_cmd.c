@@ -36,6 +36,8 @@ enum {
     F_LOGIN = 1, /* only after login */
     F_ARG = 2,   /* needs an argument */
     F_XFER = 4,  /* taken while a transfer runs */
+    F_REST = 8,  /* a REST before it still holds (RFC 3659: REST goes just
+                  * before the transfer; clients set up the channel between) */
 };
 
 struct ftp_cmd {
@@ -166,7 +168,8 @@ static void cmd_user(struct ftp_session *s, char *arg)
         return;
     }
     free(s->user);
-    s->user = strndup(arg, 64);
+    if ((s->user = strndup(arg, 64)))
+        ftp_clean(s->user, strlen(s->user)); /* it is shown in STAT and the console */
     s->state = FTP_PASS;
     ftp_reply(s, 331, "Please specify the password.");
 }
@@ -384,6 +387,7 @@ static void list_to_control(struct ftp_session *s, const char *arg)
     }
     char head[FTP_MAX_PATH + 64], line[FTP_MAX_PATH + 128];
     int hn = snprintf(head, sizeof head, "213-Status of %s:\r\n", vpath);
+    ftp_clean(head, hn > 2 && (size_t)hn < sizeof head ? (size_t)hn - 2 : 0);
     ftp_send(s, head, (size_t)hn < sizeof head ? (size_t)hn : 0);
     time_t now = time(NULL);
     if (!S_ISDIR(st.st_mode)) {
@@ -652,8 +656,9 @@ static void cmd_mlst(struct ftp_session *s, char *arg)
         ftp_fail(s, "MLST", vpath);
         return;
     }
-    char facts[256], text[FTP_MAX_PATH + 512];
+    char facts[256], text[2 * FTP_MAX_PATH + 512];
     ftp_facts(facts, sizeof facts, &st, s->perms, s->mlst_facts);
+    ftp_clean(vpath, strlen(vpath));
     int n = snprintf(text, sizeof text, "250-Listing %s\r\n %s %s\r\n250 End.\r\n", vpath, facts,
                      vpath);
     ftp_send(s, text, n > 0 && (size_t)n < sizeof text ? (size_t)n : 0);
@@ -671,8 +676,9 @@ static void cmd_site(struct ftp_session *s, char *arg)
     }
     char *p = arg + 6, *end;
     long mode = strtol(p, &end, 8);
-    if (end == p || *end != ' ' || mode < 0 || mode > 07777) {
-        ftp_reply(s, 501, "SITE CHMOD needs an octal mode and a path.");
+    /* No setuid, setgid or sticky bit from a client. */
+    if (end == p || *end != ' ' || mode < 0 || mode > 0777) {
+        ftp_reply(s, 501, "SITE CHMOD needs an octal mode up to 777 and a path.");
         return;
     }
     char vpath[FTP_MAX_PATH];
@@ -751,12 +757,12 @@ static const struct ftp_cmd commands[] = {
     {"ABOR", F_LOGIN | F_XFER, cmd_abor, "ABOR"},
     {"ACCT", F_LOGIN, cmd_acct, "ACCT <account>"},
     {"ALLO", F_LOGIN, cmd_allo, "ALLO <bytes>"},
-    {"APPE", F_LOGIN | F_ARG, cmd_appe, "APPE <file>"},
+    {"APPE", F_LOGIN | F_ARG | F_REST, cmd_appe, "APPE <file>"},
     {"CDUP", F_LOGIN, cmd_cdup, "CDUP"},
     {"CWD", F_LOGIN | F_ARG, cmd_cwd, "CWD <folder>"},
     {"DELE", F_LOGIN | F_ARG, cmd_dele, "DELE <file>"},
-    {"EPRT", F_LOGIN | F_ARG, cmd_eprt, "EPRT |af|address|port|"},
-    {"EPSV", F_LOGIN, cmd_epsv, "EPSV [1|2|ALL]"},
+    {"EPRT", F_LOGIN | F_ARG | F_REST, cmd_eprt, "EPRT |af|address|port|"},
+    {"EPSV", F_LOGIN | F_REST, cmd_epsv, "EPSV [1|2|ALL]"},
     {"FEAT", 0, cmd_feat, "FEAT"},
     {"HELP", 0, cmd_help, "HELP [<command>]"},
     {"LIST", F_LOGIN, cmd_list, "LIST [<path>]"},
@@ -769,24 +775,24 @@ static const struct ftp_cmd commands[] = {
     {"NOOP", F_LOGIN | F_XFER, cmd_noop, "NOOP"},
     {"OPTS", F_LOGIN | F_ARG, cmd_opts, "OPTS UTF8 ON | OPTS MLST <facts>"},
     {"PASS", 0, cmd_pass, "PASS <password>"},
-    {"PASV", F_LOGIN, cmd_pasv, "PASV"},
-    {"PORT", F_LOGIN | F_ARG, cmd_port, "PORT h1,h2,h3,h4,p1,p2"},
+    {"PASV", F_LOGIN | F_REST, cmd_pasv, "PASV"},
+    {"PORT", F_LOGIN | F_ARG | F_REST, cmd_port, "PORT h1,h2,h3,h4,p1,p2"},
     {"PWD", F_LOGIN, cmd_pwd, "PWD"},
     {"QUIT", F_XFER, cmd_quit, "QUIT"},
     {"REIN", F_LOGIN, cmd_rein, "REIN"},
-    {"REST", F_LOGIN | F_ARG, cmd_rest, "REST <offset>"},
-    {"RETR", F_LOGIN | F_ARG, cmd_retr, "RETR <file>"},
+    {"REST", F_LOGIN | F_ARG | F_REST, cmd_rest, "REST <offset>"},
+    {"RETR", F_LOGIN | F_ARG | F_REST, cmd_retr, "RETR <file>"},
     {"RMD", F_LOGIN | F_ARG, cmd_rmd, "RMD <folder>"},
     {"RNFR", F_LOGIN | F_ARG, cmd_rnfr, "RNFR <path>"},
     {"RNTO", F_LOGIN | F_ARG, cmd_rnto, "RNTO <path>"},
     {"SITE", F_LOGIN | F_ARG, cmd_site, "SITE HELP | SITE CHMOD <mode> <path>"},
     {"SIZE", F_LOGIN | F_ARG, cmd_size, "SIZE <file>"},
     {"STAT", F_LOGIN | F_XFER, cmd_stat, "STAT [<path>]"},
-    {"STOR", F_LOGIN | F_ARG, cmd_stor, "STOR <file>"},
+    {"STOR", F_LOGIN | F_ARG | F_REST, cmd_stor, "STOR <file>"},
     {"STOU", F_LOGIN, cmd_stou, "STOU [<name>]"},
     {"STRU", F_LOGIN | F_ARG, cmd_stru, "STRU F"},
     {"SYST", F_LOGIN, cmd_syst, "SYST"},
-    {"TYPE", F_LOGIN | F_ARG, cmd_type, "TYPE A | TYPE I"},
+    {"TYPE", F_LOGIN | F_ARG | F_REST, cmd_type, "TYPE A | TYPE I"},
     {"USER", 0, cmd_user, "USER <name>"},
     {"XCUP", F_LOGIN, cmd_cdup, "XCUP"},
     {"XCWD", F_LOGIN | F_ARG, cmd_cwd, "XCWD <folder>"},
@@ -843,6 +849,8 @@ void ftp_command(struct ftp_session *s, char *line, size_t len)
         ftp_reply(s, 501, "%s needs an argument.", verb);
         return;
     }
+    if (s->rest && !(c->flags & F_REST))
+        s->rest = 0;
     if (c->run != cmd_rnto && s->rnfr) {
         free(s->rnfr); /* RNFR is good for the next command only */
         s->rnfr = NULL;

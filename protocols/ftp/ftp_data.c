@@ -236,6 +236,14 @@ static int listen_on(struct ftp_session *s, struct sockaddr_storage *local, sock
     return -1;
 }
 
+static void unused_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct ftp_session *s = arg;
+    log_info(s->c->peer, "ftp: data connection unused for %u s; closed", s->cfg->data_ms / 1000);
+    ftp_data_close(s, NULL);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct ftp_session *s = arg;
@@ -270,8 +278,14 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
     d->ev = NULL;
     close(d->lfd);
     d->lfd = -1;
-    if (d->kind != X_NONE)
+    if (d->kind != X_NONE) {
         ftp_transfer_start(s);
+        return;
+    }
+    /* Connected before its command: it waits data_timeout for one. */
+    struct timeval tv = ms_tv(s->cfg->data_ms);
+    if (s->cfg->data_ms && (d->ev = evtimer_new(s->c->w->base, unused_cb, s)))
+        evtimer_add(d->ev, &tv);
 }
 
 void ftp_cmd_pasv(struct ftp_session *s, const char *arg, int extended)
@@ -482,5 +496,5 @@ void ftp_cmd_abor(struct ftp_session *s)
     ftp_data_close(s, "aborted by the client");
     ftp_reply(s, 426, "Connection closed; transfer aborted.");
     ftp_reply(s, 226, "ABOR successful.");
-    s->quit_pending = 0;
+    ftp_quit_if_pending(s);
 }

@@ -102,7 +102,8 @@ struct ftp_session {
     off_t rest;
     unsigned char type_ascii, epsv_all, failures, mlst_facts;
     unsigned discarding : 1, moving : 1, stopping : 1, delayed : 1, quitting : 1, quit_pending : 1;
-    int ip_slot; /* in the per-IP table, or -1 */
+    unsigned char in_command; /* a command is running: the reader settles after it */
+    int ip_slot;              /* in the per-IP table, or -1 */
     time_t login_time;
     struct ftp_data *data;
     struct event *timer; /* login delay, or the end of a drain's grace */
@@ -117,6 +118,8 @@ void ftp_idle_timeout(struct ftp_session *s, int on);
 /* A transfer ended (the data channel is gone): read queued commands again,
  * and move the session if the worker is leaving. */
 void ftp_transfer_done(struct ftp_session *s);
+/* A QUIT that waited for a transfer's reply: now 221. */
+void ftp_quit_if_pending(struct ftp_session *s);
 void ftp_login_failed(struct ftp_session *s);
 void ftp_count(struct ftp_session *s, int which, uint64_t n);
 enum {
@@ -204,5 +207,7 @@ size_t ftp_list_line(char *out, size_t len, const char *name, const struct stat 
 enum { FACT_TYPE = 1, FACT_SIZE = 2, FACT_MODIFY = 4, FACT_PERM = 8, FACT_UNIQUE = 16 };
 #define FACT_ALL 31
 size_t ftp_facts(char *out, size_t len, const struct stat *st, unsigned perms, unsigned mask);
+/* CR and LF in len bytes of s become '?': a name can break no reply. */
+void ftp_clean(char *s, size_t len);
 /* A path inside a 257 reply: double quotes doubled (RFC 959). */
 size_t ftp_quote(char *out, size_t len, const char *path);

@@ -224,16 +224,14 @@ size_t ftp_list_line(char *out, size_t len, const char *name, const struct stat 
     int n = snprintf(out, len, "%s %3lu %-8u %-8u %8lld %s %s%s%s\r\n", perms,
                      (unsigned long)st->st_nlink, (unsigned)st->st_uid, (unsigned)st->st_gid,
                      (long long)st->st_size, when, name, link ? " -> " : "", link ? link : "");
-    if (n < 0)
+    if (n < 0 || len < 3)
         return 0;
-    if ((size_t)n >= len) { /* a name too long to list: cut, but end the line */
-        if (len < 3)
-            return 0;
-        out[len - 3] = '\r';
-        out[len - 2] = '\n';
-        out[len - 1] = '\0';
-        return len - 1;
-    }
+    if ((size_t)n >= len) /* a name too long to list: cut, but end the line */
+        n = (int)len - 1;
+    ftp_clean(out, (size_t)n - 2);
+    out[n - 2] = '\r';
+    out[n - 1] = '\n';
+    out[n] = '\0';
     return (size_t)n;
 }
 
@@ -282,6 +280,13 @@ size_t ftp_facts(char *out, size_t len, const struct stat *st, unsigned perms, u
     if (len)
         out[o < len ? o : len - 1] = '\0';
     return o;
+}
+
+void ftp_clean(char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\r' || s[i] == '\n')
+            s[i] = '?';
 }
 
 size_t ftp_quote(char *out, size_t len, const char *path)

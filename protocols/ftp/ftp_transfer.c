@@ -25,11 +25,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -47,6 +51,10 @@ static void io_cb(evutil_socket_t fd, short what, void *arg);
 void ftp_transfer_start(struct ftp_session *s)
 {
     struct ftp_data *d = s->data;
+    if (d->ev) { /* the unused-connection timer */
+        event_free(d->ev);
+        d->ev = NULL;
+    }
     d->started_xfer = 1;
     gettimeofday(&d->started, NULL);
     struct timeval tv = {s->cfg->data_ms / 1000, (s->cfg->data_ms % 1000) * 1000};
@@ -141,8 +149,10 @@ static void retr_ascii(struct ftp_session *s)
             io_error(s, errno, 1);
             return;
         }
-        if (n == 0)
+        if (n == 0) { /* the file shrank under us: what is there is sent */
+            d->size = d->offset;
             break;
+        }
         d->offset += n;
         budget = budget > (size_t)n ? budget - (size_t)n : 0;
         const char *p = d->iobuf, *end = p + n;
@@ -207,8 +217,9 @@ static void list_fill(struct ftp_session *s)
                 snprintf(facts, sizeof facts, "type=OS.unix=symlink;");
             n = (size_t)snprintf(line, sizeof line, "%s %s\r\n", facts, e->d_name);
         }
-        if (n >= sizeof line)
-            continue; /* a name too long to list */
+        if (n >= sizeof line || n < 2)
+            continue;           /* a name too long to list */
+        ftp_clean(line, n - 2); /* a CR or LF in a name would end the line */
         evbuffer_add(d->buf, line, n);
     }
 }
@@ -228,14 +239,31 @@ static void list_step(struct ftp_session *s)
     }
 }
 
+/* Whether an ABOR starts a line in p[0..n). */
+static int has_abor(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 4 <= n; i++)
+        if ((i == 0 || p[i - 1] == '\n' || (unsigned char)p[i - 1] >= 0xf0) &&
+            strncasecmp(p + i, "ABOR", 4) == 0)
+            return 1;
+    return 0;
+}
+
 /* The client closed its side of a STOR: was that the end of the file, or
  * the end of the client? A client that dies takes its control connection
- * with it; only a living one gets its file. */
-static int control_gone(struct ftp_session *s)
+ * with it, and one that cancels sends ABOR (perhaps after closing the data
+ * connection); only a client that is there and did neither gets its file. */
+static int client_gave_up(struct ftp_session *s)
 {
-    char b;
-    ssize_t n = recv(s->c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    struct evbuffer *in = bufferevent_get_input(s->c->bev);
+    char buf[512];
+    ssize_t n = evbuffer_copyout(in, buf, sizeof buf);
+    if (n > 0 && has_abor(buf, (size_t)n))
+        return 1;
+    n = recv(s->c->fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return has_abor(buf, (size_t)n);
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
 static void stor_finish(struct ftp_session *s)
@@ -247,8 +275,9 @@ static void stor_finish(struct ftp_session *s)
             return;
         }
     }
-    if (control_gone(s)) {
-        ftp_xfer_end(s, 426, "Connection closed; transfer aborted.", "the client went away");
+    if (client_gave_up(s)) {
+        ftp_xfer_end(s, 426, "Connection closed; transfer aborted.",
+                     "the client aborted or went away");
         return;
     }
     int rc = close(d->file_fd);
@@ -398,7 +427,8 @@ void ftp_cmd_retr(struct ftp_session *s, const char *arg)
     }
     char *v = strdup(vpath);
     struct ftp_data *d = s->data;
-    if (!v || (s->type_ascii && (!(d->iobuf = malloc(ASCII_BUF)) || !(d->buf = evbuffer_new())))) {
+    if (!v || (s->type_ascii && ((!d->iobuf && !(d->iobuf = malloc(ASCII_BUF))) ||
+                                 (!d->buf && !(d->buf = evbuffer_new()))))) {
         free(v);
         close(fd);
         ftp_reply(s, 451, "Out of memory.");
@@ -529,6 +559,17 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
     } else {
         struct stat old;
         int oldfd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (oldfd < 0 && errno != ENOENT) {
+            /* Unreadable, a symlink, out of descriptors: not "no old
+             * file", which APPE would turn into a file of just the new bytes. */
+            int e = errno;
+            close(dirfd);
+            if (e == ELOOP)
+                ftp_reply(s, 553, "%s: not a plain file.", vpath);
+            else
+                errno = e, ftp_fail(s, verb, vpath);
+            return;
+        }
         int have_old = oldfd >= 0 && fstat(oldfd, &old) == 0;
         if (have_old && !S_ISREG(old.st_mode)) {
             close(oldfd);
@@ -553,8 +594,10 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
         }
         fd = tmp_create(dirfd, base, &tmp);
         if (fd >= 0 && have_old) {
-            fchmod(fd, old.st_mode & 07777);
-            if (keep && copy_prefix(oldfd, fd, keep) < 0) {
+            fchmod(fd, old.st_mode & 0777); /* never a setuid bit on new content */
+            /* APPE: a reflink where the filesystem has them, else a copy. */
+            if (keep && !(keep == old.st_size && ioctl(fd, FICLONE, oldfd) == 0) &&
+                copy_prefix(oldfd, fd, keep) < 0) {
                 int e = errno;
                 close(fd);
                 unlinkat(dirfd, tmp, 0);
@@ -573,6 +616,7 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
             errno = ENOMEM;
         }
     }
+    free(d->iobuf);
     if (fd < 0 || !(v = strdup(vpath)) || !(d->iobuf = malloc(STOR_BUF))) {
         int e = errno;
         if (fd >= 0) {
@@ -632,7 +676,10 @@ static int list_one(struct ftp_session *s, const char *vpath, enum ftp_list_kind
     const char *slash = strrchr(vpath, '/');
     size_t n = kind == L_NLST ? (size_t)snprintf(line, sizeof line, "%s\r\n", vpath)
                               : ftp_list_line(line, sizeof line, slash + 1, &st, NULL, time(NULL));
-    evbuffer_add(d->buf, line, n < sizeof line ? n : 0);
+    if (n >= 2 && n < sizeof line) {
+        ftp_clean(line, n - 2);
+        evbuffer_add(d->buf, line, n);
+    }
     d->list_done = 1;
     return 0;
 }
@@ -655,7 +702,9 @@ void ftp_cmd_list(struct ftp_session *s, const char *arg, enum ftp_list_kind kin
         return;
     struct ftp_data *d = s->data;
     char *v = strdup(vpath);
-    d->buf = evbuffer_new();
+    free(d->list_dir);
+    if (!d->buf)
+        d->buf = evbuffer_new();
     if (!v || !d->buf || !(d->list_dir = strdup(vpath))) {
         free(v);
         ftp_reply(s, 451, "Out of memory.");

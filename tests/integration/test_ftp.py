@@ -419,6 +419,60 @@ def test_hostile_input(env):
     s.close()
 
 
+def test_review_findings(env):
+    """REST holds only up to the transfer; no setuid bit from SITE CHMOD;
+    names with CR/LF cannot break a reply; failed active connections in a
+    pipeline; QUIT then ABOR; a data connection nobody uses."""
+    srv, port, root, tmp = env
+    home = os.path.join(root, "home", "alice")
+    f = login(port)
+    f.voidcmd("TYPE I")
+    f.sendcmd("REST 100")
+    f.nlst()  # a LIST/NLST in between drops the REST
+    assert retr(f, "data.bin") == bytes(range(256)) * 64
+    expect_error(501, f.sendcmd, "SITE CHMOD 4755 data.bin")
+    with open(os.path.join(home, "evil\r\n213 End\r\nname"), "w") as fh:
+        fh.write("x")
+    st = f.sendcmd("STAT /")
+    assert st.endswith("213 End of status.") and "evil??213 End??name" in st, st
+    assert any("evil??213" in n for n in f.nlst())
+    os.unlink(os.path.join(home, "evil\r\n213 End\r\nname"))
+    f.quit()
+
+    s, r, cmd = raw_session(port)
+    closed = free_port()  # nothing listens there
+    s.sendall(b"".join(b"PORT 127,0,0,1,%d,%d\r\nRETR data.bin\r\n" % (closed >> 8, closed & 255)
+                       for _ in range(200)))
+    for _ in range(200):  # each: PORT ok, 150, then 425 (refused)
+        assert r.readline().startswith(b"200")
+        assert r.readline().startswith(b"150")
+        assert r.readline().startswith(b"425")
+    assert cmd(b"NOOP").startswith("200")
+    r.close()
+    s.close()
+
+    f = login(port, "anonymous", "x")
+    f.voidcmd("TYPE I")
+    conn = f.transfercmd("RETR pub/big.bin")
+    conn.recv(1000)
+    f.putcmd("QUIT")  # waits for the transfer's reply...
+    f.putcmd("ABOR")
+    assert f.getline().startswith("426")
+    assert f.getline().startswith("226")
+    assert f.getline().startswith("221")  # ... which ABOR gave
+    conn.close()
+    f.close()
+
+    s, r, cmd = raw_session(port)
+    dport = pasv_port(cmd(b"PASV"))
+    d = socket.create_connection(("127.0.0.1", dport), timeout=10)
+    wait_for(lambda: "data connection unused" in srv.log_text(), 10, "the unused connection closed")
+    assert d.recv(10) == b""
+    assert cmd(b"NOOP").startswith("200")
+    r.close()
+    s.close()
+
+
 def test_broken_upload_never_replaces_the_file(env):
     srv, port, root, tmp = env
     home = os.path.join(root, "home", "alice")
