@@ -3,11 +3,13 @@
 
 Every server is pinned to CPU 0 and the load client (tests/bench/ftp_load.c,
 built as build/tests/ftp_load) to CPU 1, so the client has a core of its
-own; it reports its CPU time, and the tables show how busy it was. Rounds
+own; it reports its CPU time, and the tables show how busy it was. The
+server's CPU is what core 0 spent (/proc/stat), whatever its process model. Rounds
 are interleaved (each round measures every server in turn) and the figures
 are medians; ratios are medusad's over each peer's median.
 
-  RETR and STOR of a SIZE MiB file (MB/s)
+  RETR and STOR of a SIZE MiB file (MB/s, TRANSFERS of each per round),
+      and the server's CPU seconds per GiB moved
   sessions/s: CLIENTS clients each repeating login + LIST + RETR of a 4 KiB
       file + QUIT; medusad twice: passive ports from a range, and bound to
       port 0 for each PASV (the kernel picks)
@@ -17,8 +19,8 @@ Needs vsftpd and python3-pyftpdlib from Debian (apt-get install vsftpd
 python3-pyftpdlib; pure-ftpd conflicts with vsftpd in Debian and is left
 out). Run as root (vsftpd insists). Not a test: nothing asserts on timing.
 
-usage: ftp_bench.py MEDUSAD [--rounds 3] [--size-mib 256] [--clients 100]
-                            [--seconds 5] [--idle 500]
+usage: ftp_bench.py MEDUSAD [--rounds 5] [--transfers 3] [--size-mib 256]
+                            [--clients 100] [--seconds 5] [--idle 500]
 """
 import argparse
 import os
@@ -60,21 +62,6 @@ def pss_kib(pids):
                     if line.startswith("Pss:"):
                         total += int(line.split()[1])
         except OSError:
-            pass
-    return total
-
-
-def cpu_seconds(pids):
-    """User and system CPU of a process tree (pids[0] first): the living
-    processes, and the ended ones the first has reaped (vsftpd's sessions)."""
-    total = 0
-    tick = os.sysconf("SC_CLK_TCK")
-    for i, pid in enumerate(pids):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15 if i == 0 else 13]) / tick
-        except (OSError, IndexError):
             pass
     return total
 
@@ -186,6 +173,28 @@ def load(binary, *args):
     return {words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
 
 
+def core_busy(core=0):
+    """Seconds core has spent busy (user, system, interrupts) since boot.
+    The servers run alone on core 0, so this is their CPU, whatever their
+    process model: vsftpd's session processes are reaped without their
+    CPU time reaching the listener's."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu%d " % core):
+                v = [int(x) for x in line.split()[1:]]
+                return (sum(v[:3]) + sum(v[5:8])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def measured(srv, loader, *args):
+    """One load run, with the CPU its server's core spent on it. sync
+    first, so no transfer starts with another's dirty pages waiting."""
+    os.sync()
+    cpu0 = core_busy()
+    r = load(loader, *args)
+    return r, core_busy() - cpu0
+
+
 def idle_sessions(srv, n):
     """KiB of PSS per idle logged-in session."""
     pids = lambda: tree(srv.proc.pid)  # noqa: E731
@@ -213,7 +222,7 @@ def idle_sessions(srv, n):
 
 
 def table(title, unit, names, data, higher_better=True):
-    print("\n%s (%s, median of rounds)" % (title, unit))
+    print("\n%s (%s, median)" % (title, unit))
     med = {k: statistics.median(v) for k, v in data.items() if v}
     peers = [n for n in names if not n.startswith("medusad") and n in med]
     print("%-18s %12s  %s" % ("server", unit, "  ".join("vs %-10s" % p for p in peers)))
@@ -222,9 +231,12 @@ def table(title, unit, names, data, higher_better=True):
             continue
         ratios = []
         for p in peers:
+            if not med[n] or not med[p]:
+                ratios.append("%-12s" % "-")
+                continue
             r = med[n] / med[p] if higher_better else med[p] / med[n]
             ratios.append("%-12s" % ("%.2fx" % r if n.startswith("medusad") else ""))
-        print("%-18s %12.1f  %s" % (n, med[n], "  ".join(ratios)))
+        print("%-18s %12s  %s" % (n, ("%.2f" if med[n] < 10 else "%.1f") % med[n], "  ".join(ratios)))
     return med
 
 
@@ -232,7 +244,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("medusad")
     ap.add_argument("--load", default=None, help="ftp_load binary (default: beside medusad)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--transfers", type=int, default=3, help="RETRs and STORs per server per round")
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=5)
@@ -270,26 +283,32 @@ def main():
     idle = {s.name: [idle_sessions(s, args.idle)] for s in servers}
     retr = {n: [] for n in names}
     stor = {n: [] for n in names}
+    retr_cpu = {n: [] for n in names}
+    stor_cpu = {n: [] for n in names}
     sess = {n: [] for n in names}
     client_busy = {n: [] for n in names}
     server_busy = {n: [] for n in names}
     try:
         for rnd in range(args.rounds):
-            # Each round in another order, so no server always follows the same one.
-            for s in servers[rnd % len(servers):] + servers[:rnd % len(servers)]:
-                os.sync()  # every transfer starts with no dirty pages waiting
-                r = load(loader, "retr", "127.0.0.1", s.port, "big.bin")
-                retr[s.name].append(r["bytes"] / r["seconds"] / 1e6)
-                remote = "up/stor-%d-%d.bin" % (servers.index(s), rnd)
-                os.sync()
-                r = load(loader, "stor", "127.0.0.1", s.port, big, remote)
-                stor[s.name].append(r["bytes"] / r["seconds"] / 1e6)
-                os.unlink(os.path.join(root, remote))
-                cpu0 = cpu_seconds(tree(s.proc.pid))
-                r = load(loader, "sessions", "127.0.0.1", s.port, args.clients, args.seconds,
-                         "small.bin")
-                server_busy[s.name].append(100 * (cpu_seconds(tree(s.proc.pid)) - cpu0)
-                                           / r["seconds"])
+            # Each round in another order, so no server always follows the
+            # same one; transfers alternate server by server, so a burst of
+            # noise from the shared machine is spread over all of them.
+            order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
+            for k in range(args.transfers):
+                for s in order:
+                    r, cpu = measured(s, loader, "retr", "127.0.0.1", s.port, "big.bin")
+                    retr[s.name].append(r["bytes"] / r["seconds"] / 1e6)
+                    retr_cpu[s.name].append(cpu / (r["bytes"] / 2**30))
+                for s in order:
+                    remote = "up/stor-%d-%d-%d.bin" % (servers.index(s), rnd, k)
+                    r, cpu = measured(s, loader, "stor", "127.0.0.1", s.port, big, remote)
+                    stor[s.name].append(r["bytes"] / r["seconds"] / 1e6)
+                    stor_cpu[s.name].append(cpu / (r["bytes"] / 2**30))
+                    os.unlink(os.path.join(root, remote))
+            for s in order:
+                r, cpu = measured(s, loader, "sessions", "127.0.0.1", s.port, args.clients,
+                                  args.seconds, "small.bin")
+                server_busy[s.name].append(100 * cpu / r["seconds"])
                 sess[s.name].append(r["sessions"] / r["seconds"])
                 client_busy[s.name].append(100 * r["cpu"] / r["seconds"])
                 print("round %d %-18s RETR %7.1f MB/s  STOR %7.1f MB/s  %7.1f sessions/s "
@@ -297,14 +316,16 @@ def main():
                       % (rnd + 1, s.name, retr[s.name][-1], stor[s.name][-1], sess[s.name][-1],
                          r["errors"], client_busy[s.name][-1], server_busy[s.name][-1]),
                       flush=True)
-                time.sleep(1)  # let TIME_WAIT and the page cache settle a little
+                time.sleep(1)  # let TIME_WAIT settle a little
     finally:
         for s in servers:
             s.stop()
         shutil.rmtree(tmp, True)
 
     table("RETR %d MiB" % args.size_mib, "MB/s", names, retr)
+    table("RETR, server CPU", "s per GiB", names, retr_cpu, higher_better=False)
     table("STOR %d MiB" % args.size_mib, "MB/s", names, stor)
+    table("STOR, server CPU", "s per GiB", names, stor_cpu, higher_better=False)
     table("%d clients: login + LIST + RETR 4 KiB + QUIT" % args.clients, "sessions/s", names, sess)
     print("   CPU, each of its own core: " +
           ", ".join("%s: client %.0f%%, server %.0f%%" % (n, statistics.median(client_busy[n]),
