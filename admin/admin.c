@@ -133,8 +133,12 @@ static int admin_parse_section(struct cfg_ctx *ctx, const config_setting_t *g,
         return -1;
     a->max_sessions = (unsigned)maxs;
     int tcp = 0;
-    for (size_t i = 0; i < a->nlisten; i++)
+    for (size_t i = 0; i < a->nlisten; i++) {
         tcp |= a->listen[i].family != AF_UNIX;
+        if (a->listen[i].proxy_protocol) /* the console is reached directly, never balanced */
+            return cfg_error(ctx, l, "admin listener %s: the console takes no proxy_protocol",
+                             a->listen[i].text);
+    }
     if (tcp && !a->secret && !a->operator_secret)
         return cfg_error(ctx, l, "a TCP admin listener needs 'secret' or 'operator_secret'");
     for (size_t i = 0; i < a->nlisten; i++)

@@ -21,11 +21,13 @@
 #include "core/module.h"
 #include "core/worker.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 struct conn_move {
@@ -39,6 +41,7 @@ struct conn_move {
     struct evbuffer *in, *out; /* bufferevent modules: unread input, unsent output */
     void *blob;
     void (*blob_free)(void *);
+    unsigned proxied : 1;
     char peer[64];
 };
 
@@ -215,6 +218,38 @@ void conn_count_error(struct conn *c)
     stat_add(&c->w->stats->errors, 1);
 }
 
+int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    if (!c->proxied) {
+        *len = sizeof *ss;
+        return getpeername(c->fd, (struct sockaddr *)ss, len);
+    }
+    /* The text sockaddr_text made of the PROXY header's address. */
+    char host[64];
+    const char *colon = strrchr(c->peer, ':');
+    if (!colon)
+        return -1;
+    size_t hl = (size_t)(colon - c->peer);
+    int v6 = c->peer[0] == '[';
+    if (v6 && (hl < 2 || c->peer[hl - 1] != ']'))
+        return -1;
+    snprintf(host, sizeof host, "%.*s", (int)(v6 ? hl - 2 : hl), c->peer + v6);
+    unsigned port = (unsigned)atoi(colon + 1);
+    if (v6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *s6;
+        return inet_pton(AF_INET6, host, &s6->sin6_addr) == 1 ? 0 : -1;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *len = sizeof *s4;
+    return inet_pton(AF_INET, host, &s4->sin_addr) == 1 ? 0 : -1;
+}
+
 void conn_count_in(struct conn *c, size_t n)
 {
     touch(c);
@@ -306,6 +341,7 @@ void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
     mv->blob = blob;
     mv->blob_free = blob_free;
     snprintf(mv->peer, sizeof mv->peer, "%s", c->peer);
+    mv->proxied = c->proxied;
     conn_detach(c);
     stat_add(&w->stats->moved_out, 1);
     free(c);
@@ -335,6 +371,7 @@ void conn_adopt(struct worker *w, struct conn_move *mv)
     c->bytes_out = mv->bytes_out;
     c->started = mv->started;
     c->last_active = mv->last_active;
+    c->proxied = mv->proxied;
     void *blob = mv->blob;
     free(mv);
     stat_add(&w->stats->moved_in, 1);

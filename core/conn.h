@@ -11,6 +11,7 @@
 
 #include <event2/bufferevent.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -31,6 +32,7 @@ struct conn {
     struct timeval started;
     time_t last_active;   /* seconds (wall clock, the loop's cached time) */
     unsigned closing : 2; /* 1: flushing before close, 2: closed */
+    unsigned proxied : 1; /* peer is the client a PROXY header named, not the TCP peer */
     char peer[64];
 };
 
@@ -41,6 +43,9 @@ void conn_close(struct conn *c);
 void conn_close_after_flush(struct conn *c, unsigned timeout_ms);
 /* A protocol error or a socket error: counted in the worker's stats. */
 void conn_count_error(struct conn *c);
+/* The client's address: the one a PROXY header named (proxy_protocol
+ * listeners), else the socket's peer. 0, or -1 (Unix sockets, errors). */
+int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len);
 /* Byte accounting for MODULE_RAW_IO modules (bufferevents count their own). */
 void conn_count_in(struct conn *c, size_t n);
 void conn_count_out(struct conn *c, size_t n);

@@ -58,7 +58,29 @@ static int parse_unix(const char *path, const char *base_dir, struct listen_addr
     return 0;
 }
 
+static int parse_addr(const char *spec, const char *base_dir, struct listen_addr *out, char *err,
+                      size_t errlen);
+
 int listen_addr_parse(const char *spec, const char *base_dir, struct listen_addr *out, char *err,
+                      size_t errlen)
+{
+    static const char flag[] = " proxy_protocol";
+    size_t n = strlen(spec), fl = sizeof flag - 1;
+    if (n > fl && strcmp(spec + n - fl, flag) == 0) {
+        char *addr = strndup(spec, n - fl);
+        if (!addr) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        int rc = parse_addr(addr, base_dir, out, err, errlen);
+        free(addr);
+        out->proxy_protocol = rc == 0;
+        return rc;
+    }
+    return parse_addr(spec, base_dir, out, err, errlen);
+}
+
+static int parse_addr(const char *spec, const char *base_dir, struct listen_addr *out, char *err,
                       size_t errlen)
 {
     memset(out, 0, sizeof *out);

@@ -19,9 +19,13 @@ struct listen_addr {
     socklen_t len;
     int family;                 /* AF_INET, AF_INET6 or AF_UNIX */
     char text[LISTEN_TEXT_MAX]; /* canonical form, for logs and duplicate checks */
+    int proxy_protocol;         /* "ADDRESS proxy_protocol": clients come through a
+                                 * load balancer that sends a PROXY header first */
 };
 
-/* 0, or -1 with a message in err. base_dir may be NULL (cwd). */
+/* "HOST:PORT", "[IPv6]:PORT" or "unix:PATH", optionally followed by
+ * " proxy_protocol". 0, or -1 with a message in err. base_dir may be NULL
+ * (cwd). */
 int listen_addr_parse(const char *spec, const char *base_dir, struct listen_addr *out, char *err,
                       size_t errlen);
 

@@ -39,6 +39,7 @@
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/proxyproto.h"
 #include "core/sbuf.h"
 
 #include <errno.h>
@@ -53,6 +54,7 @@
 
 #define ACCEPT_BATCH 64
 #define RESUME_MS 100
+#define PROXY_TIMEOUT_MS 5000 /* for the PROXY header, once connected */
 #define LAG_MS 250 /* event-loop lag: a timer due every LAG_MS; its lateness is the lag */
 
 struct wlistener {
@@ -64,6 +66,7 @@ struct wlistener {
     char *service;
     char *text;
     const struct service *svc; /* resolved in w->cfg; NULL if the service went away */
+    int proxy;                 /* clients send a PROXY header first */
     struct event *ev;
     int disabled; /* by the console: not accepting, connections kept */
 };
@@ -127,6 +130,142 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     resume_accept(arg);
 }
 
+/* The connection goes to its module. */
+static void hand_over(struct worker *w, const struct service *svc, int fd, const char *peer,
+                      const char *listener, int is_unix, int proxied)
+{
+    const struct module *m = svc->module;
+    if (!is_unix && (m->flags & MODULE_TCP_NODELAY)) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    struct conn *c = conn_new(w, svc, fd, peer);
+    if (!c)
+        return;
+    c->proxied = (unsigned)proxied;
+    log_debug(peer, "accepted on %s (%s)%s", listener, svc->name, proxied ? " via PROXY" : "");
+    m->accept(worker_module_state(w, m), c);
+}
+
+/* ---- listeners with proxy_protocol: the header comes first ----
+ * The header is read without reading past it (what follows is the
+ * module's): bytes are peeked, and taken only once they are known to be
+ * header. */
+struct proxy_wait {
+    struct list node;
+    struct worker *w;
+    int fd, is_unix;
+    char *service, *listener;
+    struct event *ev;
+    size_t have;
+    char peer[64];
+    unsigned char hdr[PROXY_HEADER_MAX];
+};
+
+static void proxy_wait_free(struct proxy_wait *p, int close_fd)
+{
+    list_remove(&p->node);
+    if (p->ev)
+        event_free(p->ev);
+    if (close_fd)
+        close(p->fd);
+    free(p->service);
+    free(p->listener);
+    free(p);
+}
+
+static void proxy_refuse(struct proxy_wait *p, const char *why)
+{
+    log_warn(p->peer, "%s on %s (proxy_protocol); connection closed", why, p->listener);
+    stat_add(&p->w->stats->errors, 1);
+    proxy_wait_free(p, 1);
+}
+
+static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_wait *p = arg;
+    if (what & EV_TIMEOUT) {
+        proxy_refuse(p, "no PROXY header in time");
+        return;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, p->hdr + p->have, sizeof p->hdr - p->have, MSG_PEEK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            proxy_refuse(p, n == 0 ? "closed before its PROXY header" : strerror(errno));
+            return;
+        }
+        struct sockaddr_storage src;
+        socklen_t srclen = 0;
+        size_t used = 0;
+        const char *why = NULL;
+        enum proxy_result r =
+            proxy_header_parse(p->hdr, p->have + (size_t)n, &src, &srclen, &used, &why);
+        if (r == PROXY_BAD) {
+            proxy_refuse(p, why);
+            return;
+        }
+        /* All peeked bytes are header (MORE), or the header ends inside them. */
+        size_t take = r == PROXY_MORE ? (size_t)n : used - p->have;
+        if (recv(fd, p->hdr + p->have, take, 0) != (ssize_t)take) {
+            proxy_refuse(p, "cannot read its PROXY header");
+            return;
+        }
+        p->have += take;
+        if (r == PROXY_MORE) {
+            if (p->have == sizeof p->hdr) {
+                proxy_refuse(p, "PROXY header too long");
+                return;
+            }
+            continue;
+        }
+        struct worker *w = p->w;
+        const struct service *svc = config_service(w->cfg, p->service);
+        if (!svc) {
+            proxy_refuse(p, "its service is gone");
+            return;
+        }
+        char peer[64];
+        if (srclen)
+            sockaddr_text((struct sockaddr *)&src, srclen, peer, sizeof peer);
+        else
+            snprintf(peer, sizeof peer, "%s", p->peer); /* LOCAL or UNKNOWN */
+        int is_unix = p->is_unix;
+        char listener[LISTEN_TEXT_MAX];
+        snprintf(listener, sizeof listener, "%s", p->listener);
+        proxy_wait_free(p, 0);
+        hand_over(w, svc, (int)fd, peer, listener, is_unix, srclen != 0);
+        return;
+    }
+}
+
+static void proxy_wait_start(struct worker *w, struct wlistener *l, int fd, const char *peer)
+{
+    struct proxy_wait *p = calloc(1, sizeof *p);
+    struct timeval tv = {PROXY_TIMEOUT_MS / 1000, (PROXY_TIMEOUT_MS % 1000) * 1000};
+    if (!p || !(p->service = strdup(l->service)) || !(p->listener = strdup(l->text)) ||
+        !(p->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, proxy_read_cb, p)) ||
+        event_add(p->ev, &tv) < 0) {
+        log_error(peer, "out of memory waiting for a PROXY header; connection closed");
+        if (p) {
+            list_init(&p->node);
+            p->fd = fd;
+            proxy_wait_free(p, 1);
+        } else {
+            close(fd);
+        }
+        return;
+    }
+    p->w = w;
+    p->fd = fd;
+    p->is_unix = l->is_unix;
+    snprintf(p->peer, sizeof p->peer, "%s", peer);
+    list_insert_head(&w->proxy_waits, &p->node);
+}
+
 static void accept_one(struct worker *w, struct wlistener *l, int fd, struct sockaddr *sa,
                        socklen_t salen)
 {
@@ -140,16 +279,10 @@ static void accept_one(struct worker *w, struct wlistener *l, int fd, struct soc
         close(fd);
         return;
     }
-    const struct module *m = l->svc->module;
-    if (!l->is_unix && (m->flags & MODULE_TCP_NODELAY)) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    struct conn *c = conn_new(w, l->svc, fd, peer);
-    if (!c)
-        return;
-    log_debug(peer, "accepted on %s (%s)", l->text, l->svc->name);
-    m->accept(worker_module_state(w, m), c);
+    if (l->proxy)
+        proxy_wait_start(w, l, fd, peer);
+    else
+        hand_over(w, l->svc, fd, peer, l->text, l->is_unix, 0);
 }
 
 /* Returns how many were accepted; stops at EAGAIN, at the limit, or on
@@ -246,6 +379,10 @@ static void listener_give_back(struct worker *w, struct wlistener *l)
 static void resolve_listener(struct worker *w, struct wlistener *l)
 {
     l->svc = config_service(w->cfg, l->service);
+    l->proxy = 0;
+    for (size_t i = 0; l->svc && i < l->svc->nlisten; i++)
+        if (strcmp(l->svc->listen[i].text, l->text) == 0)
+            l->proxy = l->svc->listen[i].proxy_protocol;
     if (l->svc && !l->is_unix) {
         /* The kernel keeps a silent connection out of the accept queue for
          * up to this many seconds, then hands it over anyway. */
@@ -587,6 +724,7 @@ struct worker *worker_new(int id, struct config *cfg)
     w->id = id;
     list_init(&w->listeners);
     list_init(&w->conns);
+    list_init(&w->proxy_waits);
     w->stats = stats_slot(id);
     stats_reset(id);
     w->cfg = config_ref(cfg);
@@ -663,6 +801,9 @@ static void *worker_main(void *arg)
     struct list *pos;
     while ((pos = list_first(&w->listeners)))
         listener_free(wlistener_of(pos));
+    /* Clients still sending their PROXY header when the worker ends. */
+    while ((pos = list_first(&w->proxy_waits)))
+        proxy_wait_free(list_entry(pos, struct proxy_wait, node), 1);
     close_all(w);
     modules_dispose(w);
     bus_thread_fini();

@@ -35,9 +35,10 @@ struct worker {
     int id;
     pthread_t thread;
     struct event_base *base;
-    struct config *cfg;    /* current snapshot (a reference) */
-    struct list listeners; /* struct wlistener */
-    struct list conns;     /* struct conn */
+    struct config *cfg;      /* current snapshot (a reference) */
+    struct list listeners;   /* struct wlistener */
+    struct list conns;       /* struct conn */
+    struct list proxy_waits; /* accepted, waiting for their PROXY header */
     size_t nconns;
     void **mstate; /* [module id]: each module's worker state */
     struct event *resume_ev, *grace_ev, *lag_ev;

@@ -552,7 +552,7 @@ static void ftp_accept(void *state, struct conn *c)
     ftp_count(s, FTP_SESSIONS, 1);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    if (f->max_per_ip && getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+    if (f->max_per_ip && conn_peer_addr(c, &ss, &sl) == 0) {
         int slot = ip_slot(c->svc->name, (struct sockaddr *)&ss);
         if (atomic_fetch_add_explicit(&ip_sessions[slot], 1, memory_order_relaxed) >=
             f->max_per_ip) {

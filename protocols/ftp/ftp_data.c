@@ -112,7 +112,7 @@ static void log_transfer(struct ftp_session *s, const char *why)
     strftime(when, sizeof when, "%a %b %e %H:%M:%S %Y", &tm);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    if (getpeername(s->c->fd, (struct sockaddr *)&ss, &sl) == 0)
+    if (conn_peer_addr(s->c, &ss, &sl) == 0)
         host_text((struct sockaddr *)&ss, host, sizeof host);
     else
         snprintf(host, sizeof host, "-");
@@ -367,7 +367,7 @@ void ftp_cmd_port(struct ftp_session *s, const char *arg, int extended)
         ftp_reply(s, 501, "Illegal %s command.", extended ? "EPRT" : "PORT");
         return;
     }
-    if (getpeername(s->c->fd, (struct sockaddr *)&peer, &pl) < 0) {
+    if (conn_peer_addr(s->c, &peer, &pl) < 0) {
         ftp_reply(s, 425, "Cannot reach you: %s.", strerror(errno));
         return;
     }
