@@ -19,7 +19,8 @@ import tempfile
 import time
 
 SMALL, LARGE = 2000, 12000
-PATHS = [("1 KiB file, keep-alive", "/1k.bin"), ("404, keep-alive", "/missing")]
+PATHS = [("1 KiB file, keep-alive", "/1k.bin"), ("404, keep-alive", "/missing"),
+         ("1 KiB file, a connection each", "close:/1k.bin")]
 
 
 def free_port():
@@ -35,6 +36,15 @@ def requests(port, path, n):
             break
         except OSError:
             time.sleep(0.1)
+    if path.startswith("close:"):  # accept, one request, close: n times
+        s.close()
+        req = b"GET " + path[6:].encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(req)
+                while c.recv(65536):
+                    pass
+        return
     req = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     buf = b""
     for _ in range(n):
