@@ -826,3 +826,25 @@ def test_ipv6_epsv_and_eprt():
     finally:
         if srv.proc.poll() is None:
             srv.stop()
+
+
+def test_storm_of_mutated_sessions(env):
+    """The twin of tests/fuzz/ftp_storm.py with a fixed seed: 240 sessions of
+    random commands, garbage, abused data connections and resets; every line
+    is an FTP reply, and the server serves on."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz"))
+    import ftp_storm
+    srv, port, root, tmp = env
+    problems = []
+    rng = random.Random(1)
+    for _ in range(8):
+        threads = [threading.Thread(target=ftp_storm.session,
+                                    args=(port, random.Random(rng.random()), problems))
+                   for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not problems, problems[:10]
+    assert good_session(port, 4242)
