@@ -81,8 +81,8 @@ static int reply(struct ctl *c, char *last, size_t lastlen)
             continue;
         }
         size_t ll = (size_t)(nl - c->buf) + 1;
-        int is_code = ll >= 4 && c->buf[0] >= '0' && c->buf[0] <= '9' && c->buf[1] >= '0' &&
-                      c->buf[2] >= '0';
+        int is_code =
+            ll >= 4 && c->buf[0] >= '0' && c->buf[0] <= '9' && c->buf[1] >= '0' && c->buf[2] >= '0';
         int done = 0;
         if (is_code && !multi) {
             code = atoi(c->buf);

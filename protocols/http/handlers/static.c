@@ -158,7 +158,7 @@ static struct fentry *fentry_load(const struct froot *fr, const char *key, size_
     memcpy(e->key, key, klen);
     e->refs = 1;
     e->fd = fs_open_beneath(fr->rootfd, key, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
-                              fr->conf->allow_outside);
+                            fr->conf->allow_outside);
     if (e->fd < 0) {
         e->err = errno;
         return e;
