@@ -22,6 +22,7 @@
 #include "core/worker.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdatomic.h>
@@ -129,13 +130,14 @@ static struct conn *conn_setup(struct worker *w, const struct service *svc, int 
     return c;
 }
 
-struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const char *peer)
+struct conn *conn_new(struct worker *w, struct config *cfg, const struct service *svc, int fd,
+                      const char *peer)
 {
     struct conn *c = conn_setup(w, svc, fd, peer, NULL, NULL);
     if (!c)
         return NULL;
     c->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
-    c->cfg = config_ref(w->cfg);
+    c->cfg = config_ref(cfg);
     gettimeofday(&c->started, NULL);
     c->last_active = c->started.tv_sec;
     stat_add(&w->stats->accepted, 1);
@@ -228,6 +230,7 @@ int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t 
     /* The text sockaddr_text made of the PROXY header's address. */
     char host[64];
     const char *colon = strrchr(c->peer, ':');
+    errno = EINVAL;
     if (!colon)
         return -1;
     size_t hl = (size_t)(colon - c->peer);

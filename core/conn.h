@@ -68,8 +68,10 @@ void conn_move_free(void *mv);
 /* The supervisor's view of a move, to say where it goes. */
 uint64_t conn_move_id(const struct conn_move *mv);
 
-/* worker.c: wraps an accepted descriptor; NULL (fd closed) on failure. */
-struct conn *conn_new(struct worker *w, const struct service *svc, int fd, const char *peer);
+/* worker.c: wraps a descriptor accepted under cfg (svc is in it); NULL
+ * (fd closed) on failure. */
+struct conn *conn_new(struct worker *w, struct config *cfg, const struct service *svc, int fd,
+                      const char *peer);
 /* worker.c: takes a moved session (mv is consumed) and hands it to its
  * module's adopt(). */
 void conn_adopt(struct worker *w, struct conn_move *mv);

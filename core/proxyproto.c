@@ -115,8 +115,7 @@ static enum proxy_result parse_v2(const unsigned char *buf, size_t len,
     if (cmd == 0) /* LOCAL: the balancer's own connection (a health check) */
         return PROXY_DONE;
     switch (fam) {
-    case 0x11:   /* TCP over IPv4 */
-    case 0x12: { /* UDP over IPv4 */
+    case 0x11: { /* TCP over IPv4 (UDP, 0x12 and 0x22, is no peer of a stream) */
         if (body < 12)
             return bad(why, "PROXY v2 IPv4 addresses cut short");
         struct sockaddr_in *s4 = (struct sockaddr_in *)src;
@@ -126,8 +125,7 @@ static enum proxy_result parse_v2(const unsigned char *buf, size_t len,
         *srclen = sizeof *s4;
         return PROXY_DONE;
     }
-    case 0x21:
-    case 0x22: {
+    case 0x21: {
         if (body < 36)
             return bad(why, "PROXY v2 IPv6 addresses cut short");
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)src;
@@ -138,8 +136,10 @@ static enum proxy_result parse_v2(const unsigned char *buf, size_t len,
         return PROXY_DONE;
     }
     case 0x00: /* UNSPEC */
-    case 0x31: /* Unix sockets: no address to show */
-    case 0x32:
+        return PROXY_DONE;
+    case 0x31: /* Unix stream sockets: no address to show */
+        if (body < 216)
+            return bad(why, "PROXY v2 Unix addresses cut short");
         return PROXY_DONE;
     default:
         return bad(why, "PROXY v2 header with an unknown address family");

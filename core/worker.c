@@ -130,25 +130,31 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     resume_accept(arg);
 }
 
-/* The connection goes to its module. */
-/* Inlined: the accept path of every connection pays no call for it. */
-static inline __attribute__((always_inline)) void hand_over(struct worker *w,
+/* The connection goes to its module. waited: it waited for a PROXY header.
+ * Inlined: the accept path of every connection pays no call for it. */
+static inline __attribute__((always_inline)) void hand_over(struct worker *w, struct config *cfg,
                                                             const struct service *svc, int fd,
                                                             const char *peer, const char *listener,
-                                                            int is_unix, int proxied)
+                                                            int is_unix, int proxied, int waited)
 {
     const struct module *m = svc->module;
     if (!is_unix && (m->flags & MODULE_TCP_NODELAY)) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    struct conn *c = conn_new(w, svc, fd, peer);
+    struct conn *c = conn_new(w, cfg, svc, fd, peer);
     if (!c)
         return;
     if (proxied) /* conn_new made it 0 */
         c->proxied = 1;
     log_debug(peer, "accepted on %s (%s)%s", listener, svc->name, proxied ? " via PROXY" : "");
+    uint64_t id = c->id;
     m->accept(worker_module_state(w, m), c);
+    /* A PROXY header that came while the worker stops or leaves: the
+     * module hears of that at once, as its other sessions did. (accept may
+     * have closed c: look it up.) */
+    if (waited && w->stopping && m->drain && (c = worker_find_conn(w, id)) && !c->closing)
+        m->drain(worker_module_state(w, m), c, w->cfg->grace_ms, w->leaving && m->adopt);
 }
 
 /* ---- listeners with proxy_protocol: the header comes first ----
@@ -160,15 +166,31 @@ struct proxy_wait {
     struct worker *w;
     int fd, is_unix;
     char *service, *listener;
+    struct config *cfg;        /* the snapshot it was accepted under (a reference) */
+    const struct service *svc; /* in cfg */
     struct event *ev;
+    uint64_t deadline; /* monotonic ms: the whole header by then */
     size_t have;
     char peer[64];
     unsigned char hdr[PROXY_HEADER_MAX];
 };
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A wait counts as a connection (worker_connections, and a stopping
+ * worker waits for it), so its end is a connection's end. */
 static void proxy_wait_free(struct proxy_wait *p, int close_fd)
 {
     list_remove(&p->node);
+    if (p->w)
+        p->w->nconns--;
+    if (p->cfg)
+        config_unref(p->cfg);
     if (p->ev)
         event_free(p->ev);
     if (close_fd)
@@ -180,9 +202,11 @@ static void proxy_wait_free(struct proxy_wait *p, int close_fd)
 
 static void proxy_refuse(struct proxy_wait *p, const char *why)
 {
+    struct worker *w = p->w;
     log_warn(p->peer, "%s on %s (proxy_protocol); connection closed", why, p->listener);
-    stat_add(&p->w->stats->errors, 1);
+    stat_add(&w->stats->errors, 1);
     proxy_wait_free(p, 1);
+    worker_conn_gone(w);
 }
 
 static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -196,8 +220,18 @@ static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
         ssize_t n = recv(fd, p->hdr + p->have, sizeof p->hdr - p->have, MSG_PEEK);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* A deadline, not an idle timer: a byte now and then buys no time. */
+            uint64_t now = now_ms();
+            if (now >= p->deadline) {
+                proxy_refuse(p, "no PROXY header in time");
+                return;
+            }
+            uint64_t left = p->deadline - now;
+            struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+            event_add(p->ev, &tv);
             return;
+        }
         if (n <= 0) {
             proxy_refuse(p, n == 0 ? "closed before its PROXY header" : strerror(errno));
             return;
@@ -227,11 +261,6 @@ static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         struct worker *w = p->w;
-        const struct service *svc = config_service(w->cfg, p->service);
-        if (!svc) {
-            proxy_refuse(p, "its service is gone");
-            return;
-        }
         char peer[64];
         if (srclen)
             sockaddr_text((struct sockaddr *)&src, srclen, peer, sizeof peer);
@@ -240,8 +269,13 @@ static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
         int is_unix = p->is_unix;
         char listener[LISTEN_TEXT_MAX];
         snprintf(listener, sizeof listener, "%s", p->listener);
+        /* The connection keeps the snapshot it was accepted under, as one
+         * from a plain listener does, even if a reload came in between. */
+        struct config *cfg = config_ref(p->cfg);
+        const struct service *svc = p->svc;
         proxy_wait_free(p, 0);
-        hand_over(w, svc, (int)fd, peer, listener, is_unix, srclen != 0);
+        hand_over(w, cfg, svc, (int)fd, peer, listener, is_unix, srclen != 0, 1);
+        config_unref(cfg);
         return;
     }
 }
@@ -251,8 +285,7 @@ static void proxy_wait_start(struct worker *w, struct wlistener *l, int fd, cons
     struct proxy_wait *p = calloc(1, sizeof *p);
     struct timeval tv = {PROXY_TIMEOUT_MS / 1000, (PROXY_TIMEOUT_MS % 1000) * 1000};
     if (!p || !(p->service = strdup(l->service)) || !(p->listener = strdup(l->text)) ||
-        !(p->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, proxy_read_cb, p)) ||
-        event_add(p->ev, &tv) < 0) {
+        !(p->ev = event_new(w->base, fd, EV_READ, proxy_read_cb, p)) || event_add(p->ev, &tv) < 0) {
         log_error(peer, "out of memory waiting for a PROXY header; connection closed");
         if (p) {
             list_init(&p->node);
@@ -264,8 +297,12 @@ static void proxy_wait_start(struct worker *w, struct wlistener *l, int fd, cons
         return;
     }
     p->w = w;
+    w->nconns++;
     p->fd = fd;
     p->is_unix = l->is_unix;
+    p->cfg = config_ref(w->cfg);
+    p->svc = l->svc;
+    p->deadline = now_ms() + PROXY_TIMEOUT_MS;
     snprintf(p->peer, sizeof p->peer, "%s", peer);
     list_insert_head(&w->proxy_waits, &p->node);
 }
@@ -286,7 +323,7 @@ static void accept_one(struct worker *w, struct wlistener *l, int fd, struct soc
     if (l->proxy)
         proxy_wait_start(w, l, fd, peer);
     else
-        hand_over(w, l->svc, fd, peer, l->text, l->is_unix, 0);
+        hand_over(w, w->cfg, l->svc, fd, peer, l->text, l->is_unix, 0, 0);
 }
 
 /* Returns how many were accepted; stops at EAGAIN, at the limit, or on

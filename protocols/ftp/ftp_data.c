@@ -264,8 +264,15 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
     int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return;
-    if (getpeername(s->c->fd, (struct sockaddr *)&peer, &pl) < 0 ||
-        !same_host((struct sockaddr *)&ss, (struct sockaddr *)&peer)) {
+    /* The client's side: the control connection's TCP peer, or behind a
+     * load balancer (proxy_protocol) the client it named. */
+    int ours = getpeername(s->c->fd, (struct sockaddr *)&peer, &pl) == 0 &&
+               same_host((struct sockaddr *)&ss, (struct sockaddr *)&peer);
+    pl = sizeof peer;
+    if (!ours && s->c->proxied)
+        ours = conn_peer_addr(s->c, &peer, &pl) == 0 &&
+               same_host((struct sockaddr *)&ss, (struct sockaddr *)&peer);
+    if (!ours) {
         char host[INET6_ADDRSTRLEN];
         host_text((struct sockaddr *)&ss, host, sizeof host);
         log_warn(s->c->peer, "ftp: data connection from foreign address %s refused", host);

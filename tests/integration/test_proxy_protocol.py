@@ -185,3 +185,59 @@ def test_the_console_refuses_proxy_protocol():
     p = subprocess.run([MEDUSAD, "-t", "-c", os.path.join(tmp, "bad.conf")],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "the console takes no proxy_protocol" in p.stderr, p.stderr
+
+
+def test_a_dribbled_header_gets_five_seconds_in_all(env):
+    srv, ha, ports, tmp = env
+    s = socket.create_connection(("127.0.0.1", ports["http_pp"]), timeout=10)
+    t = time.monotonic()
+    s.sendall(b"PROXY TCP4 1")
+    closed = False
+    for _ in range(12):  # a byte a second buys no time
+        time.sleep(1)
+        try:
+            s.sendall(b"0")
+        except OSError:
+            closed = True
+            break
+    s.settimeout(1)
+    try:
+        closed = closed or s.recv(10) == b""
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        pass
+    assert closed and time.monotonic() - t < 9
+    s.close()
+
+
+def test_headers_pending_while_a_worker_leaves():
+    """Connections still sending their PROXY header when their worker leaves
+    are served once the header is there (they move), not dropped."""
+    tmp = temp_dir()
+    site(tmp)
+    port = free_port()
+    srv = Server('http = ( { name = "web"; listen = [ "127.0.0.1:%d proxy_protocol" ];\n'
+                 ' vhosts = ( { names = [ "*" ]; handlers = (\n'
+                 ' { type = "static"; path = "/"; root = "www"; } ); } ); } );\n' % port,
+                 workers=3, dir=tmp, admin=True)
+    try:
+        socks = []
+        for i in range(12):
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            s.sendall(b"PROXY TCP4 192.0.2.%d 127.0.0.1 %d 80" % (i + 1, 1000 + i))
+            socks.append(s)
+        time.sleep(0.3)
+        srv.ctl("workers", "set", "1")
+        time.sleep(0.5)
+        for s in socks:
+            s.sendall(b"\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for s in socks:
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+            s.close()
+        srv.wait_workers_settled()
+        assert srv.running_workers() == [1]
+        assert srv.stop() == 0
+    finally:
+        if srv.proc.poll() is None:
+            srv.stop()

@@ -132,6 +132,10 @@ static void test_v2(void **state)
     assert_int_equal(parse(buf, n, &ss, &used), PROXY_BAD);
     n = v2(buf, 0x21, 0x41, a4, 12); /* no such family */
     assert_int_equal(parse(buf, n, &ss, &used), PROXY_BAD);
+    n = v2(buf, 0x21, 0x12, a4, 12); /* UDP: no peer of a stream */
+    assert_int_equal(parse(buf, n, &ss, &used), PROXY_BAD);
+    n = v2(buf, 0x21, 0x31, a4, 12); /* Unix addresses are 216 bytes */
+    assert_int_equal(parse(buf, n, &ss, &used), PROXY_BAD);
     unsigned char big[1100] = {0};
     n = v2(buf, 0x21, 0x11, big, sizeof big); /* longer than we take */
     assert_int_equal(parse(buf, n, &ss, &used), PROXY_BAD);
