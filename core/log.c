@@ -66,6 +66,23 @@ int log_reopen(void)
     return log_open(log_target ? log_target : "stderr");
 }
 
+int log_file_open(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+int log_file_reopen(const char *path, int fd)
+{
+    int nfd = log_file_open(path);
+    if (nfd < 0)
+        return -1;
+    int rc = dup3(nfd, fd, O_CLOEXEC);
+    int e = errno;
+    close(nfd);
+    errno = e;
+    return rc < 0 ? -1 : 0;
+}
+
 int log_level_parse(const char *name)
 {
     for (int i = 0; i < (int)(sizeof level_names / sizeof *level_names); i++)

@@ -22,6 +22,14 @@ void log_init(void);
 /* "stderr" or a file path. Returns 0, or -1 with errno set. */
 int log_open(const char *target);
 int log_reopen(void);
+/* A module's own log (an access log, a transfer log): opened O_APPEND, so
+ * one write(2) per line keeps lines from several workers whole. -1 with
+ * errno. */
+int log_file_open(const char *path);
+/* SIGUSR1 (logrotate): opens path again onto the same descriptor, so
+ * workers writing to fd never see it closed. 0, or -1 with errno (fd
+ * still writes to the old file). */
+int log_file_reopen(const char *path, int fd);
 /* Returns the level for "error", "warn", "info", "debug", or -1. */
 int log_level_parse(const char *name);
 void log_set_level(enum log_level level);

@@ -253,7 +253,7 @@ static int ftp_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **
     if (xferlog) {
         if (!(f->xferlog = cfg_path(ctx, xferlog)))
             return cfg_error(ctx, block, "out of memory");
-        if ((f->xferlog_fd = ftp_xferlog_open(f->xferlog)) < 0)
+        if ((f->xferlog_fd = log_file_open(f->xferlog)) < 0)
             return cfg_error(ctx, config_setting_get_member(block, "transfer_log"),
                              "cannot open transfer log %s: %s", f->xferlog, strerror(errno));
     }
@@ -265,13 +265,10 @@ static int ftp_reopen(void *pcfg)
     struct ftp_cfg *f = pcfg;
     if (f->xferlog_fd < 0)
         return 0;
-    int fd = ftp_xferlog_open(f->xferlog);
-    if (fd < 0) {
+    if (log_file_reopen(f->xferlog, f->xferlog_fd) < 0) {
         log_error(f->name, "reopening transfer log %s: %s", f->xferlog, strerror(errno));
         return -1;
     }
-    dup3(fd, f->xferlog_fd, O_CLOEXEC);
-    close(fd);
     return 0;
 }
 

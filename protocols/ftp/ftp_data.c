@@ -80,11 +80,6 @@ static void host_text(const struct sockaddr *sa, char *buf, size_t len)
 
 /* ---- the transfer log (xferlog(5), as wu-ftpd and vsftpd write it) ---- */
 
-int ftp_xferlog_open(const char *path)
-{
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-}
-
 static void log_transfer(struct ftp_session *s, const char *why)
 {
     struct ftp_data *d = s->data;

@@ -178,7 +178,6 @@ void ftp_transfer_start(struct ftp_session *s);
  * partial upload is removed and the transfer is logged as incomplete. */
 void ftp_data_close(struct ftp_session *s, const char *why);
 void ftp_data_describe(const struct ftp_session *s, char *buf, size_t len);
-int ftp_xferlog_open(const char *path);
 
 /* ---- ftp_text.c (pure; unit-tested) ---- */
 /* Removes Telnet IAC sequences in place (IAC IAC is a literal 0xff);

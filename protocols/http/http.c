@@ -280,11 +280,6 @@ static void http_free_cfg(void *p)
     free(srv);
 }
 
-static int open_log(const char *path)
-{
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-}
-
 static const char *const http_keys[] = {"vhosts",
                                         "access_log",
                                         "server",
@@ -372,7 +367,7 @@ static int http_parse(struct cfg_ctx *ctx, const config_setting_t *block, void *
     if (access_path) {
         if (!(srv->access_log = cfg_path(ctx, access_path)))
             return cfg_error(ctx, block, "out of memory");
-        srv->access_fd = open_log(srv->access_log);
+        srv->access_fd = log_file_open(srv->access_log);
         if (srv->access_fd < 0)
             return cfg_error(ctx, config_setting_get_member(block, "access_log"),
                              "cannot open access log %s: %s", srv->access_log, strerror(errno));
@@ -408,14 +403,10 @@ static int http_reopen(void *pcfg)
     struct http_server *srv = pcfg;
     if (srv->access_fd < 0)
         return 0;
-    int fd = open_log(srv->access_log);
-    if (fd < 0 || dup2(fd, srv->access_fd) < 0) {
+    if (log_file_reopen(srv->access_log, srv->access_fd) < 0) {
         log_error(srv->name, "reopening access log %s: %s", srv->access_log, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return -1;
     }
-    close(fd);
     return 0;
 }
 
