@@ -601,6 +601,17 @@ def test_lftp_mirror_200_files_down_and_up(env):
 
 def test_sessions_in_the_console_and_xferlog(env):
     srv, port, root, tmp = env
+    # Its own transfers for the logs: a download by alice, an aborted upload,
+    # and a failed login.
+    g = login(port)
+    assert retr(g, "data.bin") == bytes(range(256)) * 64
+    conn = g.transfercmd("STOR xferlog-aborted.bin")
+    conn.sendall(b"partial")
+    g.putcmd("ABOR")
+    assert g.getline().startswith("426") and g.getline().startswith("226")
+    conn.close()
+    g.quit()
+    expect_error(530, login, port, "alice", "wrong")
     f = login(port, "anonymous", "x")
     f.voidcmd("TYPE I")
     conn = f.transfercmd("RETR /pub/big.bin")
@@ -624,7 +635,7 @@ def test_sessions_in_the_console_and_xferlog(env):
                       r"\S+ [ab] _ [oi] [ar] \S+ ftp 0 \* [ci]$")
     assert lines and all(xfer.match(ln) for ln in lines), lines[:5]
     assert any(" /data.bin b _ o r alice ftp 0 * c" in ln for ln in lines)
-    assert any(ln.endswith(" i") for ln in lines)  # the broken uploads
+    assert any(" /xferlog-aborted.bin b _ i r alice ftp 0 * i" in ln for ln in lines)
 
 
 def test_per_ip_limit_and_idle_timeout():
