@@ -220,6 +220,35 @@ void conn_count_error(struct conn *c)
     stat_add(&c->w->stats->errors, 1);
 }
 
+enum conn_line conn_next_line(struct evbuffer *in, size_t max, unsigned *discarding, size_t *len,
+                              size_t *skip)
+{
+    for (;;) {
+        size_t eol_len = 0;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+        size_t avail = evbuffer_get_length(in);
+        if (eol.pos < 0) {
+            if (avail <= max && !*discarding)
+                return CONN_LINE_NONE;
+            int first = !*discarding;
+            *discarding = 1;
+            evbuffer_drain(in, avail);
+            return first ? CONN_LINE_TOO_LONG : CONN_LINE_NONE;
+        }
+        if (*discarding || (size_t)eol.pos > max) {
+            int first = !*discarding;
+            *discarding = 0;
+            evbuffer_drain(in, (size_t)eol.pos + eol_len);
+            if (first)
+                return CONN_LINE_TOO_LONG;
+            continue;
+        }
+        *len = (size_t)eol.pos;
+        *skip = (size_t)eol.pos + eol_len;
+        return CONN_LINE_OK;
+    }
+}
+
 int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);

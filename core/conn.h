@@ -46,6 +46,17 @@ void conn_count_error(struct conn *c);
 /* The client's address: the one a PROXY header named (proxy_protocol
  * listeners), else the socket's peer. 0, or -1 (Unix sockets, errors). */
 int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len);
+/* Line-based protocols (chat, FTP) on a bufferevent's input: the next line
+ * ended by CRLF or LF, of at most max bytes.
+ *   CONN_LINE_OK: the line is the first *len bytes of in; drain *skip
+ *     bytes (line and end) once it is used.
+ *   CONN_LINE_TOO_LONG: a line longer than max began; what has come of it
+ *     is dropped, and so will the rest be (*discarding remembers across
+ *     reads). Reported once per line: refuse it, then ask again.
+ *   CONN_LINE_NONE: no whole line yet. */
+enum conn_line { CONN_LINE_NONE, CONN_LINE_OK, CONN_LINE_TOO_LONG };
+enum conn_line conn_next_line(struct evbuffer *in, size_t max, unsigned *discarding, size_t *len,
+                              size_t *skip);
 /* Byte accounting for MODULE_RAW_IO modules (bufferevents count their own). */
 void conn_count_in(struct conn *c, size_t n);
 void conn_count_out(struct conn *c, size_t n);

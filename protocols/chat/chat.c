@@ -468,11 +468,9 @@ static void block_for_backpressure(struct chat_user *u)
     event_add(u->cw->unblock_ev, &tv);
 }
 
-/* Once per over-long line, however many reads it spans. */
+/* Once per over-long line, however many reads it spans (conn_next_line). */
 static void refuse_long_line(struct chat_user *u)
 {
-    if (u->discarding)
-        return;
     sendf(u, "* line refused: longer than %u bytes\r\n", u->cfg->max_line);
     log_info(u->c->peer, "chat: over-long line refused");
     conn_count_error(u->c);
@@ -486,31 +484,23 @@ static void process_input(struct chat_user *u)
             block_for_backpressure(u);
             return;
         }
-        size_t eol_len = 0;
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-        size_t avail = evbuffer_get_length(in);
-        if (eol.pos < 0) {
-            if (avail > u->cfg->max_line) {
-                refuse_long_line(u);
-                u->discarding = 1;
-                evbuffer_drain(in, avail);
-            }
-            return;
-        }
-        size_t len = (size_t)eol.pos;
-        if (u->discarding || len > u->cfg->max_line) {
+        size_t len, skip;
+        unsigned discarding = u->discarding;
+        enum conn_line got = conn_next_line(in, u->cfg->max_line, &discarding, &len, &skip);
+        u->discarding = discarding & 1;
+        if (got == CONN_LINE_TOO_LONG) {
             refuse_long_line(u);
-            u->discarding = 0;
-            evbuffer_drain(in, len + eol_len);
             continue;
         }
+        if (got == CONN_LINE_NONE)
+            return;
         char *line = malloc(len + 1);
         if (!line) {
             kick(u, "out of memory");
             return;
         }
         evbuffer_remove(in, line, len);
-        evbuffer_drain(in, eol_len);
+        evbuffer_drain(in, skip - len);
         line[len] = 0;
         if (has_control((unsigned char *)line, len)) {
             send_str(u, "* line refused: control characters\r\n");

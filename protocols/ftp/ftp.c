@@ -375,10 +375,9 @@ void ftp_transfer_done(struct ftp_session *s)
     process_input(s);
 }
 
+/* Once per over-long line, however many reads it spans (conn_next_line). */
 static void refuse_long_line(struct ftp_session *s)
 {
-    if (s->discarding)
-        return;
     ftp_reply(s, 500, "Command line too long (over %d bytes).", FTP_MAX_LINE);
     log_info(s->c->peer, "ftp: over-long command line refused");
     conn_count_error(s->c);
@@ -389,29 +388,21 @@ static void process_input(struct ftp_session *s)
     struct evbuffer *in = bufferevent_get_input(s->c->bev);
     char line[FTP_MAX_LINE + 1];
     while (!s->quitting && !s->c->closing && !s->delayed) {
-        size_t eol_len = 0;
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-        size_t avail = evbuffer_get_length(in);
-        if (eol.pos < 0) {
-            if (avail > FTP_MAX_LINE) {
-                refuse_long_line(s);
-                s->discarding = 1;
-                evbuffer_drain(in, avail);
-            }
-            break;
-        }
-        size_t len = (size_t)eol.pos;
-        if (s->discarding || len > FTP_MAX_LINE) {
+        size_t len, skip;
+        unsigned discarding = s->discarding;
+        enum conn_line got = conn_next_line(in, FTP_MAX_LINE, &discarding, &len, &skip);
+        s->discarding = discarding & 1;
+        if (got == CONN_LINE_TOO_LONG) {
             refuse_long_line(s);
-            s->discarding = 0;
-            evbuffer_drain(in, len + eol_len);
             continue;
         }
+        if (got == CONN_LINE_NONE)
+            break;
         evbuffer_copyout(in, line, len);
         len = ftp_strip_telnet(line, len);
         if (busy(s) && !ftp_command_during_transfer(line, len))
             break; /* after the transfer */
-        evbuffer_drain(in, (size_t)eol.pos + eol_len);
+        evbuffer_drain(in, skip);
         s->in_command++;
         ftp_command(s, line, len);
         s->in_command--;
