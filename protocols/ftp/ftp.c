@@ -309,7 +309,7 @@ void ftp_reply(struct ftp_session *s, int code, const char *fmt, ...)
 
 void ftp_idle_timeout(struct ftp_session *s, int on)
 {
-    struct timeval tv = {s->cfg->idle_ms / 1000, (s->cfg->idle_ms % 1000) * 1000};
+    struct timeval tv = ftp_tv(s->cfg->idle_ms);
     bufferevent_set_timeouts(s->c->bev, on && s->cfg->idle_ms ? &tv : NULL, NULL);
 }
 
@@ -484,7 +484,7 @@ void ftp_login_failed(struct ftp_session *s)
     }
     s->delayed = 1;
     bufferevent_disable(s->c->bev, EV_READ);
-    struct timeval tv = {s->cfg->login_delay_ms / 1000, (s->cfg->login_delay_ms % 1000) * 1000};
+    struct timeval tv = ftp_tv(s->cfg->login_delay_ms);
     event_add(s->timer, &tv);
 }
 
@@ -616,7 +616,7 @@ static void ftp_drain(void *state, struct conn *c, unsigned grace_ms, int move)
         /* Let it finish, but not past the grace: keep a margin to say so. */
         if (ensure_timer(s) == 0 && !s->delayed) {
             unsigned ms = grace_ms > 1000 ? grace_ms - grace_ms / 5 : grace_ms / 2;
-            struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+            struct timeval tv = ftp_tv(ms);
             event_add(s->timer, &tv);
         }
         return;

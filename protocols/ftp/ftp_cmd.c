@@ -49,9 +49,12 @@ struct ftp_cmd {
 
 /* ---- helpers ---- */
 
-int ftp_resolve(struct ftp_session *s, const char *arg, char *out, size_t outlen)
+int ftp_resolve(struct ftp_session *s, const char *arg, char *out)
 {
-    return ftp_vpath(s->cwd, arg, out, outlen);
+    if (ftp_vpath(s->cwd, arg, out, FTP_MAX_PATH) == 0)
+        return 0;
+    ftp_reply(s, 553, "Path too long.");
+    return -1;
 }
 
 int ftp_open(struct ftp_session *s, const char *vpath, int flags)
@@ -94,16 +97,6 @@ void ftp_fail(struct ftp_session *s, const char *what, const char *vpath)
         ftp_reply(s, 550, "%s: %s.", vpath, strerror(e));
         break;
     }
-}
-
-/* Resolves arg, replying 553 if it cannot be. */
-static int resolve(struct ftp_session *s, const char *arg, char *out)
-{
-    if (ftp_resolve(s, arg, out, FTP_MAX_PATH) < 0) {
-        ftp_reply(s, 553, "Path too long.");
-        return -1;
-    }
-    return 0;
 }
 
 /* Opens the parent folder of vpath and points *base at its last name;
@@ -375,7 +368,7 @@ static void list_to_control(struct ftp_session *s, const char *arg)
         arg += strcspn(arg, " ");
         arg += strspn(arg, " ");
     }
-    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     int fd = ftp_open(s, vpath, O_RDONLY | O_NONBLOCK);
     struct stat st;
@@ -482,7 +475,7 @@ static void cmd_pwd(struct ftp_session *s, char *arg)
 static void cmd_cwd(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
-    if (resolve(s, arg, vpath) < 0)
+    if (ftp_resolve(s, arg, vpath) < 0)
         return;
     int fd = ftp_open(s, vpath, O_PATH | O_DIRECTORY);
     if (fd < 0) {
@@ -511,7 +504,7 @@ static void cmd_mkd(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     const char *base;
-    if (resolve(s, arg, vpath) < 0 || !may(s, USER_MKDIR, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !may(s, USER_MKDIR, vpath))
         return;
     int dfd = open_parent(s, vpath, &base);
     if (dfd < 0 || mkdirat(dfd, base, 0755) < 0) {
@@ -533,7 +526,7 @@ static void remove_name(struct ftp_session *s, char *arg, int flags, const char 
 {
     char vpath[FTP_MAX_PATH];
     const char *base;
-    if (resolve(s, arg, vpath) < 0 || !may(s, USER_DELETE, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !may(s, USER_DELETE, vpath))
         return;
     int dfd = open_parent(s, vpath, &base);
     if (dfd < 0 || unlinkat(dfd, base, flags) < 0) {
@@ -563,7 +556,7 @@ static void cmd_rnfr(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     const char *base;
-    if (resolve(s, arg, vpath) < 0 || !may(s, USER_RENAME, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !may(s, USER_RENAME, vpath))
         return;
     struct stat st;
     int dfd = open_parent(s, vpath, &base);
@@ -591,7 +584,7 @@ static void cmd_rnto(struct ftp_session *s, char *arg)
     }
     const char *fbase, *tbase;
     int fd1 = -1, fd2 = -1;
-    if (resolve(s, arg, to) < 0 || !may(s, USER_RENAME, to)) {
+    if (ftp_resolve(s, arg, to) < 0 || !may(s, USER_RENAME, to)) {
         free(from);
         return;
     }
@@ -615,7 +608,7 @@ static void cmd_size(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     struct stat st;
-    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     if (stat_path(s, vpath, &st) < 0) {
         ftp_fail(s, "SIZE", vpath);
@@ -634,7 +627,7 @@ static void cmd_mdtm(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     struct stat st;
-    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     if (stat_path(s, vpath, &st) < 0) {
         ftp_fail(s, "MDTM", vpath);
@@ -650,7 +643,7 @@ static void cmd_mlst(struct ftp_session *s, char *arg)
 {
     char vpath[FTP_MAX_PATH];
     struct stat st;
-    if (resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
+    if (ftp_resolve(s, arg, vpath) < 0 || !ftp_may_read(s, vpath))
         return;
     if (stat_path(s, vpath, &st) < 0) {
         ftp_fail(s, "MLST", vpath);
@@ -682,7 +675,7 @@ static void cmd_site(struct ftp_session *s, char *arg)
         return;
     }
     char vpath[FTP_MAX_PATH];
-    if (resolve(s, end + 1, vpath) < 0 || !may(s, USER_WRITE, vpath))
+    if (ftp_resolve(s, end + 1, vpath) < 0 || !may(s, USER_WRITE, vpath))
         return;
     int fd = ftp_open(s, vpath, O_PATH);
     char proc[64];

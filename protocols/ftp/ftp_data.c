@@ -34,11 +34,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct timeval ms_tv(unsigned ms)
-{
-    return (struct timeval){ms / 1000, (ms % 1000) * 1000};
-}
-
 /* ---- addresses ---- */
 
 /* The IPv4 address inside sa (plain or v4-mapped), or 0 if none. */
@@ -285,7 +280,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         return;
     }
     /* Connected before its command: it waits data_timeout for one. */
-    struct timeval tv = ms_tv(s->cfg->data_ms);
+    struct timeval tv = ftp_tv(s->cfg->data_ms);
     if (s->cfg->data_ms && (d->ev = evtimer_new(s->c->w->base, unused_cb, s)))
         evtimer_add(d->ev, &tv);
 }
@@ -337,7 +332,7 @@ void ftp_cmd_pasv(struct ftp_session *s, const char *arg, int extended)
     getsockname(d->lfd, (struct sockaddr *)&bound, &bl);
     unsigned port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
                                                      : ((struct sockaddr_in6 *)&bound)->sin6_port);
-    struct timeval tv = ms_tv(s->cfg->data_ms);
+    struct timeval tv = ftp_tv(s->cfg->data_ms);
     if (!(d->ev = event_new(s->c->w->base, d->lfd, EV_READ | EV_PERSIST, accept_cb, s)) ||
         event_add(d->ev, s->cfg->data_ms ? &tv : NULL) < 0) {
         ftp_data_close(s, NULL);
@@ -450,7 +445,7 @@ void ftp_data_go(struct ftp_session *s, const char *verb, char *vpath, enum ftp_
     d->vpath = vpath;
     d->ascii = s->type_ascii;
     ftp_idle_timeout(s, 0); /* the control connection is quiet while data flows */
-    struct timeval tv = ms_tv(s->cfg->data_ms);
+    struct timeval tv = ftp_tv(s->cfg->data_ms);
     if (d->active) {
         struct sockaddr_storage local;
         socklen_t ll = sizeof local;

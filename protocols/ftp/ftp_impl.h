@@ -142,8 +142,14 @@ enum {
 void ftp_command(struct ftp_session *s, char *line, size_t len);
 /* Whether the verb may run while a transfer is under way. */
 int ftp_command_during_transfer(const char *line, size_t len);
-/* The full virtual path of arg (relative to cwd) in out; -1 if too long. */
-int ftp_resolve(struct ftp_session *s, const char *arg, char *out, size_t outlen);
+/* The full virtual path of arg (relative to cwd) in out (FTP_MAX_PATH
+ * bytes); -1, replied 553, if it is too long. */
+int ftp_resolve(struct ftp_session *s, const char *arg, char *out);
+/* A duration in milliseconds, as libevent takes it. */
+static inline struct timeval ftp_tv(unsigned ms)
+{
+    return (struct timeval){ms / 1000, (ms % 1000) * 1000};
+}
 /* Opens a virtual path under the session's root; -1 with errno. */
 int ftp_open(struct ftp_session *s, const char *vpath, int flags);
 /* The reply for a failed file operation (from errno), and a log line when

@@ -57,7 +57,7 @@ void ftp_transfer_start(struct ftp_session *s)
     }
     d->started_xfer = 1;
     gettimeofday(&d->started, NULL);
-    struct timeval tv = {s->cfg->data_ms / 1000, (s->cfg->data_ms % 1000) * 1000};
+    struct timeval tv = ftp_tv(s->cfg->data_ms);
     short ev = (d->kind == X_STOR ? EV_READ : EV_WRITE) | EV_PERSIST;
     if (!(d->ev = event_new(s->c->w->base, d->fd, ev, io_cb, s)) ||
         event_add(d->ev, s->cfg->data_ms ? &tv : NULL) < 0) {
@@ -400,10 +400,8 @@ void ftp_cmd_retr(struct ftp_session *s, const char *arg)
     s->rest = 0;
     if (!ftp_data_ready(s))
         return;
-    if (ftp_resolve(s, arg, vpath, sizeof vpath) < 0) {
-        ftp_reply(s, 553, "Path too long.");
+    if (ftp_resolve(s, arg, vpath) < 0)
         return;
-    }
     if (!ftp_may_read(s, vpath))
         return;
     int fd = ftp_open(s, vpath, O_RDONLY | O_NONBLOCK | O_NOCTTY);
@@ -501,10 +499,8 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
         return;
     if (how == 2 && !arg[0])
         arg = "file";
-    if (ftp_resolve(s, arg, vpath, sizeof vpath) < 0) {
-        ftp_reply(s, 553, "Path too long.");
+    if (ftp_resolve(s, arg, vpath) < 0)
         return;
-    }
     const char *slash = strrchr(vpath, '/');
     if (!slash[1]) {
         ftp_reply(s, 553, "%s: not a file name.", vpath);
@@ -694,10 +690,8 @@ void ftp_cmd_list(struct ftp_session *s, const char *arg, enum ftp_list_kind kin
         arg += strcspn(arg, " ");
         arg += strspn(arg, " ");
     }
-    if (ftp_resolve(s, arg, vpath, sizeof vpath) < 0) {
-        ftp_reply(s, 553, "Path too long.");
+    if (ftp_resolve(s, arg, vpath) < 0)
         return;
-    }
     if (!ftp_may_read(s, vpath))
         return;
     struct ftp_data *d = s->data;
