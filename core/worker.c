@@ -165,7 +165,7 @@ struct proxy_wait {
     struct list node;
     struct worker *w;
     int fd, is_unix;
-    char *service, *listener;
+    char *listener;
     struct config *cfg;        /* the snapshot it was accepted under (a reference) */
     const struct service *svc; /* in cfg */
     struct event *ev;
@@ -195,7 +195,6 @@ static void proxy_wait_free(struct proxy_wait *p, int close_fd)
         event_free(p->ev);
     if (close_fd)
         close(p->fd);
-    free(p->service);
     free(p->listener);
     free(p);
 }
@@ -284,7 +283,7 @@ static void proxy_wait_start(struct worker *w, struct wlistener *l, int fd, cons
 {
     struct proxy_wait *p = calloc(1, sizeof *p);
     struct timeval tv = {PROXY_TIMEOUT_MS / 1000, (PROXY_TIMEOUT_MS % 1000) * 1000};
-    if (!p || !(p->service = strdup(l->service)) || !(p->listener = strdup(l->text)) ||
+    if (!p || !(p->listener = strdup(l->text)) ||
         !(p->ev = event_new(w->base, fd, EV_READ, proxy_read_cb, p)) || event_add(p->ev, &tv) < 0) {
         log_error(peer, "out of memory waiting for a PROXY header; connection closed");
         if (p) {
