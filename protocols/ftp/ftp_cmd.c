@@ -99,9 +99,7 @@ void ftp_fail(struct ftp_session *s, const char *what, const char *vpath)
     }
 }
 
-/* Opens the parent folder of vpath and points *base at its last name;
- * the root has no parent. */
-static int open_parent(struct ftp_session *s, const char *vpath, const char **base)
+int ftp_open_parent(struct ftp_session *s, const char *vpath, const char **base)
 {
     const char *slash = strrchr(vpath, '/');
     if (!slash[1]) {
@@ -506,7 +504,7 @@ static void cmd_mkd(struct ftp_session *s, char *arg)
     const char *base;
     if (ftp_resolve(s, arg, vpath) < 0 || !may(s, USER_MKDIR, vpath))
         return;
-    int dfd = open_parent(s, vpath, &base);
+    int dfd = ftp_open_parent(s, vpath, &base);
     if (dfd < 0 || mkdirat(dfd, base, 0755) < 0) {
         int e = errno;
         if (dfd >= 0)
@@ -528,7 +526,7 @@ static void remove_name(struct ftp_session *s, char *arg, int flags, const char 
     const char *base;
     if (ftp_resolve(s, arg, vpath) < 0 || !may(s, USER_DELETE, vpath))
         return;
-    int dfd = open_parent(s, vpath, &base);
+    int dfd = ftp_open_parent(s, vpath, &base);
     if (dfd < 0 || unlinkat(dfd, base, flags) < 0) {
         int e = errno;
         if (dfd >= 0)
@@ -559,7 +557,7 @@ static void cmd_rnfr(struct ftp_session *s, char *arg)
     if (ftp_resolve(s, arg, vpath) < 0 || !may(s, USER_RENAME, vpath))
         return;
     struct stat st;
-    int dfd = open_parent(s, vpath, &base);
+    int dfd = ftp_open_parent(s, vpath, &base);
     if (dfd < 0 || fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         int e = errno;
         if (dfd >= 0)
@@ -588,8 +586,8 @@ static void cmd_rnto(struct ftp_session *s, char *arg)
         free(from);
         return;
     }
-    if ((fd1 = open_parent(s, from, &fbase)) < 0 || (fd2 = open_parent(s, to, &tbase)) < 0 ||
-        renameat(fd1, fbase, fd2, tbase) < 0) {
+    if ((fd1 = ftp_open_parent(s, from, &fbase)) < 0 ||
+        (fd2 = ftp_open_parent(s, to, &tbase)) < 0 || renameat(fd1, fbase, fd2, tbase) < 0) {
         ftp_fail(s, "RNTO", fd1 < 0 ? from : to);
     } else {
         log_info(s->c->peer, "ftp: %s renamed %s to %s", s->user, from, to);

@@ -152,6 +152,9 @@ static inline struct timeval ftp_tv(unsigned ms)
 }
 /* Opens a virtual path under the session's root; -1 with errno. */
 int ftp_open(struct ftp_session *s, const char *vpath, int flags);
+/* Opens the parent folder of vpath (confined) and points *base at its last
+ * name, inside vpath; the root has no parent (EPERM). -1 with errno. */
+int ftp_open_parent(struct ftp_session *s, const char *vpath, const char **base);
 /* The reply for a failed file operation (from errno), and a log line when
  * the path tried to leave the root. */
 void ftp_fail(struct ftp_session *s, const char *what, const char *vpath);

@@ -488,6 +488,70 @@ static int copy_prefix(int from, int to, off_t n)
     return 0;
 }
 
+/* STOU: a new name beside base (base, base.1, ...), created at once. */
+static int stou_create(int dirfd, const char *base, char *unique, size_t len)
+{
+    for (unsigned i = 0; i < 1000; i++) {
+        if (i)
+            snprintf(unique, len, "%.200s.%u", base, i);
+        else
+            snprintf(unique, len, "%.200s", base);
+        int fd = openat(dirfd, unique, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* STOR and APPE: the temporary file beside base, holding what APPE (all)
+ * or REST (the first rest bytes) keeps of the old file. The descriptor; -1
+ * with errno; or -2 when the refusal is already replied. */
+static int stor_create(struct ftp_session *s, int dirfd, const char *base, const char *vpath,
+                       int append, off_t rest, int noreplace, char **tmp)
+{
+    int oldfd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (oldfd < 0 && errno != ENOENT) {
+        /* Unreadable, a symlink, out of descriptors: not "no old file",
+         * which APPE would turn into a file of just the new bytes. */
+        if (errno != ELOOP)
+            return -1;
+        ftp_reply(s, 553, "%s: not a plain file.", vpath);
+        return -2;
+    }
+    struct stat old;
+    int have_old = oldfd >= 0 && fstat(oldfd, &old) == 0;
+    off_t size = have_old ? old.st_size : 0, keep = append ? size : rest;
+    const char *refuse = have_old && !S_ISREG(old.st_mode) ? "not a plain file"
+                         : have_old && noreplace           ? "already exists"
+                                                           : NULL;
+    int fd = -2;
+    if (refuse) {
+        ftp_reply(s, 553, "%s: %s.", vpath, refuse);
+    } else if (keep > size) {
+        ftp_reply(s, 554, "Restart offset %lld is past the end of the file.", (long long)rest);
+    } else if ((fd = tmp_create(dirfd, base, tmp)) >= 0 && have_old) {
+        fchmod(fd, old.st_mode & 0777); /* never a setuid bit on new content */
+        /* APPE: a reflink where the filesystem has them, else a copy. */
+        if (keep && !(keep == size && ioctl(fd, FICLONE, oldfd) == 0) &&
+            copy_prefix(oldfd, fd, keep) < 0) {
+            int e = errno;
+            close(fd);
+            unlinkat(dirfd, *tmp, 0);
+            free(*tmp);
+            *tmp = NULL;
+            errno = e;
+            fd = -1;
+        }
+    }
+    if (oldfd >= 0) {
+        int e = errno;
+        close(oldfd);
+        errno = e;
+    }
+    return fd;
+}
+
 void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
 {
     static const char *const verbs[] = {"STOR", "APPE", "STOU"};
@@ -501,8 +565,8 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
         arg = "file";
     if (ftp_resolve(s, arg, vpath) < 0)
         return;
-    const char *slash = strrchr(vpath, '/');
-    if (!slash[1]) {
+    const char *base = strrchr(vpath, '/') + 1;
+    if (!*base) {
         ftp_reply(s, 553, "%s: not a file name.", vpath);
         return;
     }
@@ -510,7 +574,7 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
     if (s->anonymous) {
         /* Anonymous users only drop new files into the upload folder. */
         const char *up = s->cfg->anon_upload;
-        size_t pl = (size_t)(slash - vpath);
+        size_t pl = (size_t)(base - 1 - vpath);
         if (!up || how == 1 || rest || strlen(up) != pl || strncmp(vpath, up, pl) != 0) {
             log_info(s->c->peer, "ftp: anonymous %s %s refused", verb, vpath);
             ftp_reply(s, 553, "%s: permission denied.", vpath);
@@ -522,102 +586,39 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
         ftp_reply(s, 553, "%s: permission denied.", vpath);
         return;
     }
-    char parent[FTP_MAX_PATH];
-    size_t pl = slash == vpath ? 1 : (size_t)(slash - vpath);
-    memcpy(parent, vpath, pl);
-    parent[pl] = '\0';
-    const char *base = slash + 1;
-    struct ftp_data *d = s->data;
-    int dirfd = ftp_open(s, parent, O_PATH | O_DIRECTORY);
+    int dirfd = ftp_open_parent(s, vpath, &base);
     if (dirfd < 0) {
-        ftp_fail(s, verb, parent);
+        ftp_fail(s, verb, vpath);
         return;
     }
+    /* STOU writes its new name (tmp) in place; STOR and APPE write tmp and
+     * rename it onto name when the upload is whole. */
+    char unique[FTP_MAX_PATH], full[FTP_MAX_PATH];
     char *tmp = NULL, *name = NULL, *v = NULL;
-    int fd = -1;
-    char unique[FTP_MAX_PATH];
-    if (how == 2) { /* STOU: a new name, taken now */
-        for (unsigned i = 0; i < 1000 && fd < 0; i++) {
-            if (i)
-                snprintf(unique, sizeof unique, "%.200s.%u", base, i);
-            else
-                snprintf(unique, sizeof unique, "%.200s", base);
-            fd = openat(dirfd, unique, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-            if (fd < 0 && errno != EEXIST)
-                break;
-        }
-        if (fd >= 0 && !(tmp = strdup(unique))) {
-            unlinkat(dirfd, unique, 0);
-            close(fd);
-            fd = -1;
-            errno = ENOMEM;
-        }
+    int fd;
+    if (how == 2) {
+        fd = stou_create(dirfd, base, unique, sizeof unique);
+        int n =
+            fd >= 0 ? snprintf(full, sizeof full, "%.*s%s", (int)(base - vpath), vpath, unique) : 0;
+        if (fd >= 0 && n > 0 && (size_t)n < sizeof full)
+            tmp = strdup(unique);
     } else {
-        struct stat old;
-        int oldfd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (oldfd < 0 && errno != ENOENT) {
-            /* Unreadable, a symlink, out of descriptors: not "no old
-             * file", which APPE would turn into a file of just the new bytes. */
-            int e = errno;
-            close(dirfd);
-            if (e == ELOOP)
-                ftp_reply(s, 553, "%s: not a plain file.", vpath);
-            else
-                errno = e, ftp_fail(s, verb, vpath);
-            return;
-        }
-        int have_old = oldfd >= 0 && fstat(oldfd, &old) == 0;
-        if (have_old && !S_ISREG(old.st_mode)) {
-            close(oldfd);
-            close(dirfd);
-            ftp_reply(s, 553, "%s: not a plain file.", vpath);
-            return;
-        }
-        if (noreplace && (have_old || (oldfd < 0 && errno == ELOOP))) {
-            if (oldfd >= 0)
-                close(oldfd);
-            close(dirfd);
-            ftp_reply(s, 553, "%s: already exists.", vpath);
-            return;
-        }
-        off_t keep = how == 1 ? (have_old ? old.st_size : 0) : rest;
-        if (keep > (have_old ? old.st_size : 0)) {
-            if (oldfd >= 0)
-                close(oldfd);
-            close(dirfd);
-            ftp_reply(s, 554, "Restart offset %lld is past the end of the file.", (long long)rest);
-            return;
-        }
-        fd = tmp_create(dirfd, base, &tmp);
-        if (fd >= 0 && have_old) {
-            fchmod(fd, old.st_mode & 0777); /* never a setuid bit on new content */
-            /* APPE: a reflink where the filesystem has them, else a copy. */
-            if (keep && !(keep == old.st_size && ioctl(fd, FICLONE, oldfd) == 0) &&
-                copy_prefix(oldfd, fd, keep) < 0) {
-                int e = errno;
-                close(fd);
-                unlinkat(dirfd, tmp, 0);
-                free(tmp);
-                tmp = NULL;
-                fd = -1;
-                errno = e;
-            }
-        }
-        if (oldfd >= 0)
-            close(oldfd);
-        if (fd >= 0 && !(name = strdup(base))) {
-            close(fd);
-            unlinkat(dirfd, tmp, 0);
-            fd = -1;
-            errno = ENOMEM;
-        }
+        fd = stor_create(s, dirfd, base, vpath, how == 1, rest, noreplace, &tmp);
+        name = fd >= 0 ? strdup(base) : NULL;
     }
+    if (fd == -2) {
+        close(dirfd);
+        return;
+    }
+    struct ftp_data *d = s->data;
     free(d->iobuf);
-    if (fd < 0 || !(v = strdup(vpath)) || !(d->iobuf = malloc(STOR_BUF))) {
-        int e = errno;
+    d->iobuf = NULL;
+    if (fd < 0 || !tmp || (how != 2 && !name) || !(v = strdup(how == 2 ? full : vpath)) ||
+        !(d->iobuf = malloc(STOR_BUF))) {
+        int e = fd < 0 ? errno : ENOMEM;
         if (fd >= 0) {
             close(fd);
-            unlinkat(dirfd, tmp, 0);
+            unlinkat(dirfd, how == 2 ? unique : tmp, 0);
         }
         free(tmp);
         free(name);
@@ -635,22 +636,10 @@ void ftp_cmd_stor(struct ftp_session *s, const char *arg, int how)
     d->tmp = tmp;
     d->name = name;
     d->noreplace = noreplace;
-    if (how == 2) {
-        /* RFC 1123 4.1.2.9: the name in the 150 reply */
-        char full[FTP_MAX_PATH];
-        ftp_vpath(parent, unique, full, sizeof full);
-        free(v);
-        v = strdup(full);
-        if (!v) {
-            unlinkat(d->dirfd, d->tmp, 0);
-            ftp_data_close(s, NULL);
-            ftp_reply(s, 451, "Out of memory.");
-            return;
-        }
+    if (how == 2) /* RFC 1123 4.1.2.9: the name in the 150 reply */
         ftp_reply(s, 150, "FILE: %s", unique);
-    } else {
+    else
         ftp_reply(s, 150, "Ok to send data.");
-    }
     ftp_data_go(s, verb, v, X_STOR);
 }
 
