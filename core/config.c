@@ -345,7 +345,9 @@ static int parse_sections(struct cfg_ctx *ctx, config_setting_t *root, struct co
     for (unsigned p = 1; p <= module_count(); p++) {
         const struct module *m = module_at(p);
         if (m->parse_section &&
-            m->parse_section(ctx, config_setting_get_member(root, m->name), c, &c->sections[p]) < 0)
+            m->parse_section(ctx,
+                             config_setting_get_member(root, m->section ? m->section : m->name), c,
+                             &c->sections[p]) < 0)
             return -1;
     }
     return 0;
@@ -355,9 +357,12 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
 {
     static const char *const keys[] = {
         "workers", "user", "group", "log", "grace_period", "worker_connections", "backlog", NULL};
-    const char *module_keys[33] = {0};
-    for (unsigned p = 1; p <= module_count() && p <= 32; p++)
-        module_keys[p - 1] = module_at(p)->name;
+    const char *module_keys[65] = {0};
+    for (unsigned p = 1, k = 0; p <= module_count() && k < 63; p++) {
+        module_keys[k++] = module_at(p)->name;
+        if (module_at(p)->section)
+            module_keys[k++] = module_at(p)->section;
+    }
     if (cfg_check_keys(ctx, root, "the file", keys, module_keys) < 0 ||
         parse_workers(ctx, root, c) < 0 || parse_log(ctx, root, c) < 0)
         return -1;

@@ -80,6 +80,10 @@ struct module {
      * has none, so the module can default or check against services. */
     int (*parse_section)(struct cfg_ctx *ctx, const config_setting_t *group, const struct config *c,
                          void **section);
+    /* The section's top-level key when it is not the module's name (HTTP's
+     * upstreams = ( ... ), beside its service list http = ( ... )). The
+     * section may be a group or a list; parse_section checks which. */
+    const char *section;
     void (*free_section)(void *section);
 
     /* ---- worker thread ---- */
