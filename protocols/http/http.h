@@ -32,13 +32,28 @@ struct http_req;
 struct http_handler;
 struct mime_table;
 
-enum http_handler_type { HT_STATIC, HT_REDIRECT, HT_AUTH, HT_PUT, HT_STATUS, HT_USERDIR, HT_COUNT };
+enum http_handler_type {
+    HT_STATIC,
+    HT_REDIRECT,
+    HT_AUTH,
+    HT_PUT,
+    HT_STATUS,
+    HT_USERDIR,
+    HT_PROXY,
+    HT_COUNT
+};
 
 /* What a handler did with a request. */
 enum http_action {
     HTTP_DONE, /* the response is set */
     HTTP_NEXT, /* not mine after all: try the next handler */
     HTTP_BODY, /* I take the body: on_body for each piece, then on_body_end */
+    /* I answer later (an upstream, a timer): the body, if any, comes as for
+     * HTTP_BODY, then the connection waits, reading nothing more, until the
+     * handler calls http_resume() or streams (http_stream_*). Until then the
+     * handler holds the request: if the connection ends first (client gone,
+     * timeout, server stop), on_abort tells it to let go. */
+    HTTP_ASYNC,
 };
 
 struct http_handler_ops {
@@ -52,8 +67,16 @@ struct http_handler_ops {
     /* For HTTP_BODY: returns 0, or an HTTP status to fail the request with. */
     int (*on_body)(struct http_req *r, const char *data, size_t len);
     void (*on_body_end)(struct http_req *r);
-    /* The request ended without on_body_end (error, timeout, disconnect). */
+    /* The request ended without on_body_end (error, timeout, disconnect), or
+     * the connection ends while an HTTP_ASYNC handler still holds it (it
+     * must release what it has and touch the request no more). */
     void (*on_abort)(struct http_req *r);
+    /* HTTP_ASYNC streams: what was queued with http_stream_write has gone
+     * out to the client; the handler may produce more. */
+    void (*on_drain)(struct http_req *r);
+    /* http_tunnel(): the 101 head is sent and the socket is the handler's
+     * (see there); pending holds what the client sent after its request. */
+    void (*on_tunnel)(struct http_req *r, int fd, const char *pending, size_t len);
     /* Per-worker state (h2o's on_context_init/dispose). A worker makes one
      * context per handler for each configuration snapshot it serves, the
      * first time it serves a connection under it, and disposes of it on
@@ -184,6 +207,17 @@ struct http_req {
     uint64_t body_bytes; /* body length promised, for the log */
     int close_after;     /* Connection: close */
     int responded;
+
+    /* HTTP_ASYNC handlers */
+    uint8_t held;          /* the handler holds the request (on_abort if it ends) */
+    uint8_t body_paused;   /* the handler asked for no more body for now */
+    uint8_t streaming;     /* the body follows with http_stream_write */
+    uint8_t stream_chunks; /* ... and goes out in chunked encoding */
+    uint8_t stream_ended;
+    uint8_t tunnel;           /* http_tunnel: the socket goes to the handler */
+    uint16_t upstream_status; /* for the access log: a proxied request's */
+    uint32_t upstream_ms;     /* upstream status, time */
+    char upstream[56];        /* and address ("" if none) */
 };
 
 /* Worker-side helpers for handlers. */
@@ -208,6 +242,38 @@ void http_resp_body_file(struct http_req *r, int fd, off_t off, off_t len, void 
                          void (*unref)(void *));
 /* No body (304, 204, or a header-only answer). */
 void http_resp_nobody(struct http_req *r);
+/* HTTP_ASYNC: a status line with the reason given (an upstream's). */
+void http_resp_start_reason(struct http_req *r, int status, const char *reason, size_t len);
+/* HTTP_ASYNC: the response (any of the finishers above) is set: send it.
+ * If the request body is still coming, the connection closes after. */
+void http_resume(struct http_req *r);
+/* HTTP_ASYNC streaming: after http_resp_start and the headers, ends the
+ * head. A body of known length gets Content-Length; otherwise it goes out
+ * chunked (HTTP/1.1 clients) or delimited by close (HTTP/1.0). For HEAD,
+ * 204 and 304 no body follows and length is the Content-Length to show
+ * (-1: none). Then http_stream_write each piece and http_stream_end. */
+void http_stream_begin(struct http_req *r, long long length);
+/* Queues a piece of body: 0, or -1 when out of memory (the connection
+ * then closes, and on_abort follows). Sending happens from the loop, never
+ * inside this call, so the handler's state is safe until it returns. */
+int http_stream_write(struct http_req *r, const char *data, size_t len);
+/* The body is complete: the handler lets go of the request. */
+void http_stream_end(struct http_req *r);
+/* Bytes queued and not yet sent: the handler stops producing while this
+ * is large, and on_drain says when it has all gone. */
+size_t http_stream_pending(const struct http_req *r);
+/* Stops or restarts reading the request body (back-pressure). */
+void http_body_pause(struct http_req *r);
+void http_body_resume(struct http_req *r);
+/* After http_resp_start(r, 101) and the headers: ends the head, sends it,
+ * and then hands the socket to the handler (on_tunnel), which moves bytes
+ * itself (counting them with conn_count_in/out) and ends with
+ * http_tunnel_close. The connection stays a connection of this worker. */
+void http_tunnel(struct http_req *r);
+void http_tunnel_close(struct http_req *r);
+/* The client's address as text, without the port (X-Forwarded-For). */
+size_t http_client_ip(const struct http_req *r, char *out, size_t len);
+
 /* A small HTML error page; extra is NULL or complete header lines. */
 void http_error(struct http_req *r, int status, const char *extra);
 /* Redirect to an absolute or relative location. */
@@ -225,4 +291,4 @@ void http_stats(const struct config *cfg, enum module_stats_format fmt, struct s
 
 /* Handlers. */
 extern const struct http_handler_ops http_static_ops, http_redirect_ops, http_auth_ops,
-    http_put_ops, http_status_ops, http_userdir_ops;
+    http_put_ops, http_status_ops, http_userdir_ops, http_proxy_ops;

@@ -26,6 +26,7 @@
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "protocols/http/proxy/upstream.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -133,13 +134,18 @@ static void req_reset(struct http_req *r)
     r->body_bytes = 0;
     r->close_after = 0;
     r->responded = 0;
+    r->held = r->body_paused = r->streaming = r->stream_chunks = r->stream_ended = r->tunnel = 0;
+    r->upstream_status = 0;
+    r->upstream_ms = 0;
+    r->upstream[0] = '\0';
 }
 
 void http_req_abort_body(struct http_req *r)
 {
-    if (r->body_taken && !r->body_done && r->handler && r->handler->ops->on_abort)
+    if (((r->body_taken && !r->body_done) || r->held) && r->handler && r->handler->ops->on_abort)
         r->handler->ops->on_abort(r);
     r->body_taken = 0;
+    r->held = 0;
 }
 
 static void req_put(struct http_conn *hc)
@@ -168,13 +174,33 @@ static void io_cb(evutil_socket_t fd, short what, void *arg);
 
 void http_watch(struct http_conn *hc, short what)
 {
-    if (hc->watching == what)
+    if (hc->watching == what && !hc->kicked)
         return;
-    if (hc->watching)
+    if (hc->watching || hc->kicked)
         event_del(&hc->ev);
+    hc->kicked = 0;
+    hc->watching = what;
+    if (!what)
+        return;
     event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, what | EV_PERSIST, io_cb, hc);
     event_add(&hc->ev, NULL);
-    hc->watching = what;
+}
+
+void http_kick(struct http_conn *hc)
+{
+    if (hc->state == HC_WAIT || hc->state == HC_BODY) {
+        if (hc->state == HC_BODY) /* an early answer: the rest of the body is not read */
+            hc->req->body_taken = 0;
+        http_set_state(hc, HC_WRITE);
+    }
+    if (hc->state != HC_WRITE || hc->watching == EV_WRITE || hc->kicked)
+        return;
+    /* Activated without epoll: flushed on this loop turn, after the
+     * handler's callback has returned. */
+    http_watch(hc, 0);
+    event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, EV_WRITE | EV_PERSIST, io_cb, hc);
+    event_active(&hc->ev, EV_WRITE, 1);
+    hc->kicked = 1;
 }
 
 void http_set_state(struct http_conn *hc, enum hc_state st)
@@ -197,6 +223,11 @@ void http_set_state(struct http_conn *hc, enum hc_state st)
     case HC_LINGER:
         ms = LINGER_MS;
         break;
+    case HC_WAIT:
+    case HC_TUNNEL:
+        hc->state = st;
+        hc->deadline = 0;
+        return;
     }
     hc->state = st;
     hc->deadline = http_now_ms() + ms;
@@ -269,6 +300,24 @@ static void response_done(struct http_conn *hc)
     http_process(hc);
 }
 
+/* The 101 head is out: the socket is the handler's from now on. */
+static void tunnel_start(struct http_conn *hc)
+{
+    struct http_req *r = hc->req;
+    http_access_log(hc, r);
+    count_response(hc, r);
+    hc->nreq++;
+    http_watch(hc, 0);
+    http_set_state(hc, HC_TUNNEL);
+    r->handler->ops->on_tunnel(r, hc->c->fd, r->buf + r->parsed, r->len - r->parsed);
+}
+
+void http_tunnel_close(struct http_req *r)
+{
+    r->held = 0;
+    http_conn_close(r->hc);
+}
+
 static void flush(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
@@ -287,7 +336,8 @@ static void flush(struct http_conn *hc)
             struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
             /* More to come: the file, or the FIN of a closing connection,
              * which close() then sends in the same segment. */
-            int more = r->file_off < r->file_end || r->close_after || hc->stopping;
+            int more = r->file_off < r->file_end ||
+                       ((r->close_after || hc->stopping) && (!r->streaming || r->stream_ended));
             n = sendmsg(hc->c->fd, &mh, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
             if (n > 0) {
                 size_t k = (size_t)n < head ? (size_t)n : head;
@@ -315,6 +365,17 @@ static void flush(struct http_conn *hc)
                 http_conn_close(hc);
                 return;
             }
+        } else if (r->streaming && !r->stream_ended) {
+            /* All queued stream bytes are out: wait for the handler. */
+            r->out_len = r->out_off = 0;
+            hc->deadline = 0;
+            http_watch(hc, 0);
+            if (r->handler->ops->on_drain)
+                r->handler->ops->on_drain(r);
+            return;
+        } else if (r->tunnel) {
+            tunnel_start(hc);
+            return;
         } else {
             response_done(hc);
             return;
@@ -415,6 +476,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     struct http_conn *hc = arg;
+    hc->kicked = 0;
     if (what & EV_WRITE)
         flush(hc);
     else if (what & EV_READ)
@@ -485,7 +547,7 @@ static struct http_conn *conn_start(struct http_worker *hw, struct conn *c)
 static void conn_end(struct http_conn *hc)
 {
     req_put(hc);
-    if (hc->watching)
+    if (hc->watching || hc->kicked)
         event_del(&hc->ev);
     list_remove(&hc->node);
     stat_sub(&http_conn_counters(hc)->active, 1);
@@ -518,7 +580,7 @@ void *http_worker_init(struct worker *w)
     list_init(&hw->contexts);
     hw->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, hw);
     struct timeval tv = {0, TICK_MS * 1000};
-    if (!hw->tick || event_add(hw->tick, &tv) < 0) {
+    if (!hw->tick || event_add(hw->tick, &tv) < 0 || !(hw->px = px_worker_new(w))) {
         if (hw->tick)
             event_free(hw->tick);
         free(hw);
@@ -531,6 +593,7 @@ void http_worker_dispose(void *state)
 {
     struct http_worker *hw = state;
     event_free(hw->tick);
+    px_worker_free(hw->px);           /* after every connection: none holds an upstream now */
     http_ctx_worker_config(hw, NULL); /* every connection is gone: so are the contexts */
     for (size_t i = 0; i < sizeof hw->errpages / sizeof *hw->errpages; i++)
         sb_free(&hw->errpages[i]);
@@ -548,6 +611,12 @@ void http_worker_dispose(void *state)
 void http_worker_config(void *state, struct config *cfg)
 {
     http_ctx_worker_config(state, cfg);
+}
+
+void http_message(void *state, struct msg *m)
+{
+    struct http_worker *hw = state;
+    px_worker_message(hw->px, m);
 }
 
 void http_accept(void *state, struct conn *c)
@@ -618,8 +687,8 @@ void http_describe(void *state, struct conn *c, char *buf, size_t len)
     if (!hc)
         return;
     const struct http_req *r = hc->req;
-    static const char *const states[] = {"idle", "reading head", "reading body", "sending",
-                                         "closing"};
+    static const char *const states[] = {"idle",    "reading head", "reading body", "sending",
+                                         "closing", "waiting",      "tunnel"};
     if (r && r->target.p)
         snprintf(buf, len, "%s %s %.*s (request %u)", states[hc->state], http_method_name(r),
                  (int)(r->target.len > 96 ? 96 : r->target.len), r->target.p, hc->nreq + 1);

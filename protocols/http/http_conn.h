@@ -29,10 +29,16 @@
 struct conn;
 struct worker;
 
-enum hc_state { HC_IDLE, HC_HEAD, HC_BODY, HC_WRITE, HC_LINGER };
+/* HC_WAIT: an HTTP_ASYNC handler has the request and nothing is read;
+ * HC_TUNNEL: the socket is the handler's (http_tunnel). Neither has a
+ * deadline of the connection's: the handler keeps its own. */
+enum hc_state { HC_IDLE, HC_HEAD, HC_BODY, HC_WRITE, HC_LINGER, HC_WAIT, HC_TUNNEL };
+
+struct px_worker;
 
 struct http_worker {
     struct worker *w;
+    struct px_worker *px; /* the reverse proxy's pools (proxy/pool.c) */
     struct event *tick;
     struct list conns;    /* struct http_conn */
     struct list contexts; /* struct http_ctx */
@@ -61,6 +67,7 @@ struct http_conn {
     uint8_t moving : 1;   /* the worker leaves: move once idle */
     uint8_t nodelay : 1;
     uint8_t corked : 1;
+    uint8_t kicked : 1; /* ev is activated (not added) to flush from the loop */
     struct event ev;
 };
 
@@ -73,6 +80,7 @@ void http_adopt(void *state, struct conn *c, void *blob);
 void http_closed(void *state, struct conn *c);
 void http_drain(void *state, struct conn *c, unsigned grace_ms, int move);
 void http_describe(void *state, struct conn *c, char *buf, size_t len);
+void http_message(void *state, struct msg *m);
 /* http_conn.c: for the other files */
 uint64_t http_now_ms(void);
 struct http_counters *http_conn_counters(const struct http_conn *hc);
@@ -83,6 +91,9 @@ void http_watch(struct http_conn *hc, short what);
 void http_start_write(struct http_conn *hc);
 void http_req_abort_body(struct http_req *r);
 void http_cork(struct http_conn *hc, int on);
+/* HTTP_ASYNC: the response (or more of a stream) is ready: send it from
+ * the loop, not from inside the caller. */
+void http_kick(struct http_conn *hc);
 
 /* http_parse.c */
 extern const llhttp_settings_t http_parser_settings;

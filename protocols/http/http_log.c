@@ -28,13 +28,8 @@ void http_access_log(struct http_conn *hc, struct http_req *r)
     if (srv->access_fd < 0)
         return;
     /* Combined Log Format, host without the port. */
-    const char *peer = hc->c->peer;
-    size_t plen = strlen(peer);
-    const char *colon = strrchr(peer, ':');
-    if (colon && strncmp(peer, LIT("unix:")) != 0)
-        plen = (size_t)(colon - peer);
-    if (plen > 1 && peer[0] == '[')
-        peer++, plen -= 2;
+    char peer[64];
+    size_t plen = http_client_ip(r, peer, sizeof peer);
     struct sbuf sb = {0};
     sb_add(&sb, peer, plen);
     sb_adds(&sb, " - ");
@@ -60,7 +55,13 @@ void http_access_log(struct http_conn *hc, struct http_req *r)
         log_escaped(&sb, ua->p, ua->len);
     else
         sb_adds(&sb, "-");
-    sb_adds(&sb, "\"\n");
+    sb_adds(&sb, "\"");
+    /* Proxied: where it went, what came back, how long it took (nginx's
+     * $upstream_addr $upstream_status $upstream_response_time). */
+    if (r->upstream[0])
+        sb_addf(&sb, " upstream=%s upstream_status=%d upstream_time=%u.%03u", r->upstream,
+                r->upstream_status, r->upstream_ms / 1000, r->upstream_ms % 1000);
+    sb_adds(&sb, "\n");
     /* One write per line: O_APPEND keeps lines from several workers whole. A
      * failing log (disk full) is reported once a second, not per request. */
     if (!sb.failed && write(srv->access_fd, sb.p, sb.len) < 0 &&

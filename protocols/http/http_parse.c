@@ -194,7 +194,12 @@ void http_process(struct http_conn *hc)
             }
             if (hc->state == HC_IDLE)
                 http_set_state(hc, HC_HEAD);
-            http_watch(hc, EV_READ);
+            if (r->body_paused) { /* the handler's back-pressure, not the client's delay */
+                hc->deadline = 0;
+                http_watch(hc, 0);
+            } else {
+                http_watch(hc, EV_READ);
+            }
             return;
         }
         if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
@@ -234,8 +239,14 @@ void http_process(struct http_conn *hc)
             r->handler->ops->on_body_end(r);
         }
         r->body_done = 1;
-        if (!r->responded)
+        if (!r->responded) {
+            if (r->held) { /* HTTP_ASYNC: the handler answers when it can */
+                http_set_state(hc, HC_WAIT);
+                http_watch(hc, 0);
+                return;
+            }
             http_error(r, 500, NULL);
+        }
         http_start_write(hc);
         return;
     }

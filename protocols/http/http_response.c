@@ -88,7 +88,7 @@ void http_resp_forget(struct http_req *r)
     r->mem_len = r->mem_off = 0;
 }
 
-void http_resp_start(struct http_req *r, int status)
+void http_resp_start_reason(struct http_req *r, int status, const char *reason, size_t len)
 {
     /* A handler may replace a response it began (or an error may). */
     http_resp_forget(r);
@@ -98,10 +98,16 @@ void http_resp_start(struct http_req *r, int status)
     out_str(r, "HTTP/1.1 ");
     out_u64(r, (uint64_t)status);
     out_str(r, " ");
-    out_str(r, http_reason(status));
+    http_resp_raw(r, reason, len);
     out_str(r, "\r\n");
     out_str(r, r->srv->server_header);
     out_str(r, r->hc->hw->date_hdr);
+}
+
+void http_resp_start(struct http_req *r, int status)
+{
+    const char *reason = http_reason(status);
+    http_resp_start_reason(r, status, reason, strlen(reason));
 }
 
 void http_resp_header(struct http_req *r, const char *name, const char *value, size_t len)
@@ -229,6 +235,121 @@ void http_error(struct http_req *r, int status, const char *extra)
     if (extra)
         out_str(r, extra);
     http_resp_body(r, "text/html; charset=utf-8", page->p ? page->p : "", page->len);
+}
+
+/* ---- HTTP_ASYNC ---- */
+
+void http_resume(struct http_req *r)
+{
+    r->held = 0;
+    if (!r->body_done)
+        r->close_after = 1; /* the rest of the body is not read */
+    http_kick(r->hc);
+}
+
+void http_stream_begin(struct http_req *r, long long length)
+{
+    int s = r->status;
+    int bodiless = r->method == HTTP_HEAD || s < 200 || s == 204 || s == 304;
+    r->streaming = 1;
+    if (bodiless || length >= 0) {
+        end_head(r, length >= 0, length >= 0 ? (uint64_t)length : 0);
+        r->body_bytes = 0;
+        if (bodiless)
+            r->stream_ended = 1; /* http_stream_end is then a no-op */
+        return;
+    }
+    if (r->http_minor >= 1) {
+        out_str(r, "Transfer-Encoding: chunked\r\n");
+        r->stream_chunks = 1;
+    } else {
+        r->close_after = 1; /* HTTP/1.0: the end of the body is the close */
+    }
+    end_head(r, 0, 0);
+}
+
+int http_stream_write(struct http_req *r, const char *data, size_t len)
+{
+    if (!len || r->stream_ended)
+        return 0;
+    char size[24];
+    int n = r->stream_chunks ? snprintf(size, sizeof size, "%zx\r\n", len) : 0;
+    if (out_reserve(r, (size_t)n + len + 2) < 0) {
+        log_error(r->c->peer, "out of memory for a streamed response; closing");
+        r->close_after = 1;
+        r->stream_ended = 1;
+        shutdown(r->c->fd, SHUT_RDWR); /* the flush fails: the connection closes */
+        http_kick(r->hc);
+        return -1;
+    }
+    memcpy(r->out + r->out_len, size, (size_t)n);
+    memcpy(r->out + r->out_len + n, data, len);
+    r->out_len += (size_t)n + len;
+    if (r->stream_chunks) {
+        memcpy(r->out + r->out_len, "\r\n", 2);
+        r->out_len += 2;
+    }
+    r->body_bytes += len;
+    http_kick(r->hc);
+    return 0;
+}
+
+void http_stream_end(struct http_req *r)
+{
+    if (!r->stream_ended && r->stream_chunks)
+        out_str(r, "0\r\n\r\n");
+    r->stream_ended = 1;
+    r->held = 0;
+    http_kick(r->hc);
+}
+
+size_t http_stream_pending(const struct http_req *r)
+{
+    return r->out_len - r->out_off;
+}
+
+void http_body_pause(struct http_req *r)
+{
+    r->body_paused = 1;
+    if (r->hc->state == HC_BODY) {
+        r->hc->deadline = 0;
+        http_watch(r->hc, 0);
+    }
+}
+
+void http_body_resume(struct http_req *r)
+{
+    if (!r->body_paused)
+        return;
+    r->body_paused = 0;
+    if (r->hc->state == HC_BODY) {
+        http_set_state(r->hc, HC_BODY);
+        http_watch(r->hc, EV_READ);
+    }
+}
+
+void http_tunnel(struct http_req *r)
+{
+    out_str(r, "\r\n"); /* 101: the handler wrote Connection and Upgrade */
+    r->responded = 1;
+    r->streaming = r->stream_ended = r->tunnel = 1;
+    http_kick(r->hc);
+}
+
+size_t http_client_ip(const struct http_req *r, char *out, size_t len)
+{
+    const char *peer = r->c->peer;
+    size_t plen = strlen(peer);
+    const char *colon = strrchr(peer, ':');
+    if (colon && strncmp(peer, "unix:", 5) != 0)
+        plen = (size_t)(colon - peer);
+    if (plen > 1 && peer[0] == '[')
+        peer++, plen -= 2;
+    if (plen >= len)
+        plen = len - 1;
+    memcpy(out, peer, plen);
+    out[plen] = '\0';
+    return plen;
 }
 
 size_t http_origin(struct http_req *r, char *out, size_t outlen)

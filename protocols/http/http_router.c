@@ -147,10 +147,11 @@ void http_route(struct http_req *r)
             r->handler = NULL;
             continue;
         }
-        if (a == HTTP_BODY) {
+        if (a == HTTP_BODY || a == HTTP_ASYNC) {
             if (h->max_body)
                 r->body_max = h->max_body;
-            r->body_taken = 1;
+            r->body_taken = r->expects_body || a == HTTP_BODY;
+            r->held = a == HTTP_ASYNC;
         }
         break;
     }
