@@ -10,6 +10,7 @@
 #include "core/sbuf.h"
 #include "core/supervisor.h"
 #include "protocols/http/http_conn.h"
+#include "protocols/http/proxy/upstream.h"
 #include "protocols/http/http_util.h"
 
 #include <ctype.h>
@@ -123,8 +124,8 @@ const char *http_reason(int status)
 /* ---- configuration ---- */
 
 static const struct http_handler_ops *const handler_types[] = {
-    &http_static_ops, &http_redirect_ops, &http_auth_ops,
-    &http_put_ops,    &http_status_ops,   &http_userdir_ops,
+    &http_static_ops, &http_redirect_ops, &http_auth_ops,  &http_put_ops,
+    &http_status_ops, &http_userdir_ops,  &http_proxy_ops,
 };
 
 static void handler_free(struct http_handler *h)
@@ -185,9 +186,10 @@ static int parse_handler(struct cfg_ctx *ctx, const config_setting_t *block,
             h->type = (enum http_handler_type)i;
         }
     if (!h->ops)
-        return cfg_error(ctx, block,
-                         "unknown handler type '%s' (static, redirect, auth, put, status, userdir)",
-                         type);
+        return cfg_error(
+            ctx, block,
+            "unknown handler type '%s' (static, redirect, auth, put, status, userdir, proxy)",
+            type);
     if (cfg_check_keys(ctx, block, "a handler", common, h->ops->keys) < 0)
         return -1;
     if (!path)
@@ -462,16 +464,52 @@ static void list_server(const struct service *svc, int json, struct sbuf *out)
         sb_adds(out, "]}");
 }
 
-/* The console's commands need the running configuration: the supervisor
- * is the module's supervisor-side state. */
+/* The supervisor side: the console's commands need the running
+ * configuration; the proxy keeps upstream health there. */
+struct http_sup {
+    struct supervisor *s;
+    struct px_sup *px;
+};
+
 static int http_sup_init(struct supervisor *s, const struct config *cfg, void **state, char *err,
                          size_t errlen)
 {
-    (void)cfg;
-    (void)err;
-    (void)errlen;
-    *state = s;
+    struct http_sup *hs = calloc(1, sizeof *hs);
+    if (!hs || !(hs->px = px_sup_new(s, cfg))) {
+        free(hs);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    hs->s = s;
+    *state = hs;
     return 0;
+}
+
+static void http_sup_config(void *state, const struct config *cfg)
+{
+    px_sup_config(((struct http_sup *)state)->px, cfg);
+}
+
+static void http_sup_dispose(void *state)
+{
+    struct http_sup *hs = state;
+    px_sup_free(hs->px);
+    free(hs);
+}
+
+static void http_sup_message(void *state, struct msg *m)
+{
+    px_sup_message(((struct http_sup *)state)->px, m);
+}
+
+static int cmd_upstreams(void *state, int argc, char **argv, struct sbuf *out)
+{
+    return px_cmd_upstreams(((struct http_sup *)state)->px, argc, argv, out);
+}
+
+static int cmd_upstream(void *state, int argc, char **argv, struct sbuf *out)
+{
+    return px_cmd_upstream(((struct http_sup *)state)->px, argc, argv, out);
 }
 
 static int cmd_servers(void *state, int argc, char **argv, struct sbuf *out)
@@ -481,7 +519,7 @@ static int cmd_servers(void *state, int argc, char **argv, struct sbuf *out)
         sb_adds(out, "usage: http servers [json]\n");
         return 400;
     }
-    const struct config *cfg = sup_config(state);
+    const struct config *cfg = sup_config(((struct http_sup *)state)->s);
     int first = 1;
     if (json)
         sb_adds(out, "[");
@@ -500,6 +538,11 @@ static int cmd_servers(void *state, int argc, char **argv, struct sbuf *out)
 static const struct module_command http_commands[] = {
     {"http servers", MODULE_OPERATOR, "http servers [json]",
      "HTTP servers: listeners, virtual hosts, handler chains", cmd_servers},
+    {"upstreams", MODULE_OPERATOR, "upstreams [json]",
+     "proxy upstreams: per server state, pooled connections per worker, requests, failures",
+     cmd_upstreams},
+    {"upstream", MODULE_ADMIN, "upstream disable|enable [UPSTREAM/]SERVER",
+     "drain a server (no new requests; in-flight ones finish) or take it back", cmd_upstream},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -518,7 +561,14 @@ const struct module http_module = {
     .closed = http_closed,
     .drain = http_drain,
     .describe = http_describe,
+    .message = http_message,
+    .section = "upstreams",
+    .parse_section = px_parse_section,
+    .free_section = px_free_section,
     .sup_init = http_sup_init,
+    .sup_config = http_sup_config,
+    .sup_dispose = http_sup_dispose,
+    .sup_message = http_sup_message,
     .reopen = http_reopen,
     .stats = http_stats,
     .commands = http_commands,

@@ -430,6 +430,20 @@ def rss_kib(pid):
     return 0
 
 
+_SANITIZED = None
+
+
+def sanitized():
+    """True for an ASan or TSan build of medusad: slower, and its memory
+    figures include the sanitizer's own (shadow memory, quarantine)."""
+    global _SANITIZED
+    if _SANITIZED is None:
+        with open(MEDUSAD, "rb") as f:
+            data = f.read()
+        _SANITIZED = b"AddressSanitizer" in data or b"ThreadSanitizer" in data
+    return _SANITIZED
+
+
 def temp_dir():
     """A folder removed at exit; give it to Server(dir=...) to put files beside the config."""
     d = tempfile.mkdtemp(prefix="medusa-it-")

@@ -17,6 +17,7 @@
 #include "core/stats.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
+#include "protocols/http/proxy/upstream.h"
 #include "version.h"
 
 #include <stdio.h>
@@ -30,8 +31,8 @@ struct status_conf {
     char *metrics_path;
 };
 
-static const char *const type_names[HT_COUNT] = {"static", "redirect", "auth",
-                                                 "put",    "status",   "userdir"};
+static const char *const type_names[HT_COUNT] = {"static", "redirect", "auth", "put",
+                                                 "status", "userdir",  "proxy"};
 static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
 struct srv_sum {
@@ -187,9 +188,12 @@ void http_stats(const struct config *cfg, enum module_stats_format fmt, struct s
     if (fmt == MODULE_STATS_JSON) {
         sb_adds(sb, "{\"servers\":[");
         servers(JSON, cfg, sb);
-        sb_adds(sb, "]}");
+        sb_adds(sb, "],\"upstreams\":");
+        px_stats(cfg, 1, sb);
+        sb_adds(sb, "}");
     } else {
         servers(TEXT, cfg, sb);
+        px_stats(cfg, 0, sb);
     }
 }
 
@@ -258,9 +262,19 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
                     "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
                     "<th>handler hits</th></tr>\n");
     servers(fmt, cfg, sb);
-    if (fmt == PROM)
+    if (fmt == PROM) {
+        px_stats(cfg, 2, sb);
         return;
+    }
     sb_adds(sb, "</table>\n");
+    struct sbuf up = {0};
+    px_stats(cfg, 0, &up);
+    if (up.len) {
+        sb_adds(sb, "<h2>Upstreams</h2><pre>");
+        sb_add_html(sb, up.p, up.len);
+        sb_adds(sb, "</pre>\n");
+    }
+    sb_free(&up);
     /* The other modules' figures, as they give them. */
     for (unsigned i = 1; i <= module_count(); i++) {
         const struct module *m = module_at(i);
