@@ -174,7 +174,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg);
 
 void http_watch(struct http_conn *hc, short what)
 {
-    if (hc->watching == what && !hc->kicked)
+    if (hc->watching == what && (what || !hc->kicked))
         return;
     if (hc->watching || hc->kicked)
         event_del(&hc->ev);
@@ -196,9 +196,11 @@ void http_kick(struct http_conn *hc)
     if (hc->state != HC_WRITE || hc->watching == EV_WRITE || hc->kicked)
         return;
     /* Activated without epoll: flushed on this loop turn, after the
-     * handler's callback has returned. */
-    http_watch(hc, 0);
-    event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, EV_WRITE | EV_PERSIST, io_cb, hc);
+     * handler's callback has returned. A connection still registered for
+     * reading (a request waiting for its answer) stays so: no epoll_ctl
+     * per request. */
+    if (!hc->watching)
+        event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, EV_WRITE | EV_PERSIST, io_cb, hc);
     event_active(&hc->ev, EV_WRITE, 1);
     hc->kicked = 1;
 }
@@ -265,7 +267,8 @@ static void response_done(struct http_conn *hc)
     struct http_req *r = hc->req;
     if (hc->corked)
         http_cork(hc, 0);
-    http_access_log(hc, r);
+    if (r->srv->access_fd >= 0) /* (out of line: most servers log nothing) */
+        http_access_log(hc, r);
     count_response(hc, r);
     hc->nreq++;
     if (r->close_after || hc->stopping) {
@@ -304,7 +307,8 @@ static void response_done(struct http_conn *hc)
 static void tunnel_start(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
-    http_access_log(hc, r);
+    if (r->srv->access_fd >= 0) /* (out of line: most servers log nothing) */
+        http_access_log(hc, r);
     count_response(hc, r);
     hc->nreq++;
     http_watch(hc, 0);
@@ -316,6 +320,25 @@ void http_tunnel_close(struct http_req *r)
 {
     r->held = 0;
     http_conn_close(r->hc);
+}
+
+/* What an HTTP_ASYNC stream queued is out (kept out of flush, the static
+ * files' hot path). */
+static __attribute__((noinline)) void stream_sent(struct http_conn *hc)
+{
+    struct http_req *r = hc->req;
+    if (r->tunnel) {
+        tunnel_start(hc);
+    } else if (r->stream_ended) {
+        response_done(hc);
+    } else { /* wait for the handler */
+        r->out_len = r->out_off = 0;
+        hc->deadline = 0;
+        if (hc->watching == EV_WRITE)
+            http_watch(hc, 0);
+        if (r->handler->ops->on_drain)
+            r->handler->ops->on_drain(r);
+    }
 }
 
 static void flush(struct http_conn *hc)
@@ -365,16 +388,8 @@ static void flush(struct http_conn *hc)
                 http_conn_close(hc);
                 return;
             }
-        } else if (r->streaming && !r->stream_ended) {
-            /* All queued stream bytes are out: wait for the handler. */
-            r->out_len = r->out_off = 0;
-            hc->deadline = 0;
-            http_watch(hc, 0);
-            if (r->handler->ops->on_drain)
-                r->handler->ops->on_drain(r);
-            return;
-        } else if (r->tunnel) {
-            tunnel_start(hc);
+        } else if (__builtin_expect(r->streaming, 0)) {
+            stream_sent(hc);
             return;
         } else {
             response_done(hc);
@@ -479,6 +494,8 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
     hc->kicked = 0;
     if (what & EV_WRITE)
         flush(hc);
+    else if (hc->state == HC_WAIT || hc->state == HC_WRITE)
+        http_watch(hc, 0); /* input while an answer is pending waits in the socket */
     else if (what & EV_READ)
         on_readable(hc);
 }

@@ -306,6 +306,48 @@ def test_502_and_504():
             hang.close()
 
 
+def test_interim_responses_and_stale_pooled_connections():
+    """A 103 from the upstream is not passed on (the 200 after it is); a
+    pooled connection the server closes when it is reused is retried on a
+    fresh one, invisibly."""
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(16)
+    conns = []
+
+    def serve():
+        c, _ = lsn.accept()
+        conns.append(c)
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                  b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        c.recv(65536)  # the second request on the pooled connection: dropped
+        c.close()
+        c2, _ = lsn.accept()  # the retry, on a fresh connection
+        conns.append(c2)
+        c2.recv(65536)
+        c2.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        c2.close()
+    t = threading.Thread(target=serve)
+    t.start()
+    tmp = temp_dir()
+    port = free_port()
+    s = Server(conf(port, ["127.0.0.1:%d" % lsn.getsockname()[1]]), dir=tmp, workers=1)
+    try:
+        raw = RawHTTP(port)
+        raw.send(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        r = raw.response()
+        assert r.status == 200 and r.body == b"first"  # the 103 stayed behind
+        raw.sock.close()
+        st, h, body = get(port, "/two")
+        assert st == 200 and body == b"second"
+        assert len(conns) == 2
+    finally:
+        s.stop()
+        t.join()
+        lsn.close()
+
+
 def test_bad_upstream_responses_give_502():
     lsn = socket.socket()
     lsn.bind(("127.0.0.1", 0))
@@ -654,8 +696,8 @@ def test_medusad_as_backend():
         vhost = site(tmp2, "from the backend\n")
         root = os.path.join(tmp2, "www")
         bport = free_port()
-        back = Server('http = ( { name = "files"; listen = [ "127.0.0.1:%d" ]; vhosts = ( %s ); } );\n'
-                      % (bport, vhost), dir=tmp2)
+        back = Server('http = ( { name = "files"; listen = [ "127.0.0.1:%d", "unix:web.sock" ];\n'
+                      ' vhosts = ( %s ); } );\n' % (bport, vhost), dir=tmp2)
         big = os.path.join(root, "big.bin")
         with open(big, "wb") as f:
             f.write(os.urandom(3 << 20))
@@ -672,6 +714,16 @@ def test_medusad_as_backend():
             lm = h["last-modified"]
             st = curl("-H", "If-Modified-Since: " + lm, "http://127.0.0.1:%d/big.bin" % port)[0]
             assert st == 304
+        finally:
+            s.stop()
+        # the same backend over its Unix socket
+        port = free_port()
+        s = Server(conf(port, ["unix:" + os.path.join(tmp2, "web.sock")]), dir=temp_dir())
+        try:
+            st, h, body = curl("http://127.0.0.1:%d/big.bin" % port)[:3]
+            assert st == 200 and body == open(big, "rb").read()
+            log = open(os.path.join(s.dir, "access.log")).read()
+            assert "upstream=unix:" in log, log
         finally:
             s.stop()
             back.stop()

@@ -697,8 +697,19 @@ void px_io(struct px_uconn *uc, short what)
         return;
     }
     case PXP_SEND:
-        if (what & EV_WRITE)
+        if (what & EV_WRITE) {
             send_more(pr);
+            return;
+        }
+        /* The upstream speaks before the request is sent: gone, or an early
+         * answer, read once the request is out. */
+        char b;
+        ssize_t n = recv(uc->fd, &b, 1, MSG_PEEK);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            upstream_error(pr, PXE_RESET);
+            return;
+        }
+        px_uconn_watch(uc, pr->out_off < pr->out.len ? EV_WRITE : 0);
         return;
     case PXP_WAIT:
     case PXP_BODY:

@@ -46,8 +46,35 @@ struct px_sup {
     struct px_sstate *st;
     unsigned nst;
     struct event *tick;
-    struct evdns_base *dns;
+    struct {
+        char *resolver; /* NULL: /etc/resolv.conf */
+        struct evdns_base *base;
+    } dns[8];
+    unsigned ndns;
 };
+
+/* The checks' resolver for an upstream's resolver setting. */
+static struct evdns_base *dns_for(struct px_sup *ps, const char *resolver)
+{
+    for (unsigned i = 0; i < ps->ndns; i++)
+        if (resolver ? ps->dns[i].resolver && strcmp(resolver, ps->dns[i].resolver) == 0
+                     : !ps->dns[i].resolver)
+            return ps->dns[i].base;
+    if (ps->ndns == sizeof ps->dns / sizeof *ps->dns)
+        return ps->dns[0].base;
+    struct evdns_base *d =
+        evdns_base_new(sup_base(ps->s), resolver ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    char *copy = resolver ? strdup(resolver) : NULL;
+    if (!d || (resolver && (!copy || evdns_base_nameserver_ip_add(d, resolver) != 0))) {
+        if (d)
+            evdns_base_free(d, 0);
+        free(copy);
+        return NULL;
+    }
+    ps->dns[ps->ndns].resolver = copy;
+    ps->dns[ps->ndns++].base = d;
+    return d;
+}
 
 struct probe {
     struct px_sup *ps;
@@ -270,15 +297,8 @@ static void probe_start(struct px_sup *ps, const struct px_upstream *u, const st
                         u->check_path, host);
     int rc;
     if (s->kind == PX_NAME) {
-        if (!ps->dns)
-            ps->dns = evdns_base_new(sup_base(ps->s), 0);
-        if (ps->dns && u->resolver)
-            evdns_base_nameserver_ip_add(ps->dns, u->resolver);
-        else if (ps->dns)
-            evdns_base_resolv_conf_parse(ps->dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
-        rc = ps->dns
-                 ? bufferevent_socket_connect_hostname(p->bev, ps->dns, AF_UNSPEC, s->host, s->port)
-                 : -1;
+        struct evdns_base *d = dns_for(ps, u->resolver);
+        rc = d ? bufferevent_socket_connect_hostname(p->bev, d, AF_UNSPEC, s->host, s->port) : -1;
     } else {
         rc = bufferevent_socket_connect(p->bev, (const struct sockaddr *)&s->ss, (int)s->sslen);
     }
@@ -353,8 +373,10 @@ void px_sup_free(struct px_sup *ps)
             bufferevent_free(ps->st[id].probe->bev);
             free(ps->st[id].probe);
         }
-    if (ps->dns)
-        evdns_base_free(ps->dns, 0);
+    for (unsigned i = 0; i < ps->ndns; i++) {
+        evdns_base_free(ps->dns[i].base, 0);
+        free(ps->dns[i].resolver);
+    }
     free(ps->st);
     free(ps);
 }
