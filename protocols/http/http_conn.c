@@ -397,7 +397,9 @@ static void flush(struct http_conn *hc)
         }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (sent_now) /* send_timeout runs between two writes */
+                /* send_timeout runs between two writes (and from now, for a
+                 * stream that had drained and set none) */
+                if (sent_now || !hc->deadline)
                     hc->deadline = http_now_ms() + srv_of(hc)->send_timeout_ms;
                 http_watch(hc, EV_WRITE);
                 return;

@@ -389,6 +389,7 @@ static void dns_cb(int result, char type, int count, int ttl, void *addresses, v
     }
     struct sockaddr_storage *a = calloc((size_t)count, sizeof *a);
     if (!a) {
+        ws->dns_expiry = px_now_ms() + DNS_RETRY_MS; /* the waiters must not ask again now */
         wake_waiters(ws);
         return;
     }
@@ -577,8 +578,7 @@ int px_connect_server(struct px_req *pr, int i, enum px_err *err)
 
 int px_connect(struct px_req *pr, enum px_err *err)
 {
-    uint64_t now = px_now_ms();
-    *err = PXE_NONE;
+    uint64_t now = px_now_ms(); /* *err: the caller's reason until an attempt fails */
     while (pr->ntries < pr->up->tries) {
         int i = pick(pr, now);
         if (i < 0)

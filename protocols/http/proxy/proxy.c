@@ -42,6 +42,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+_Static_assert(sizeof((struct px_uconn *)0)->addr == sizeof((struct http_req *)0)->upstream,
+               "an upstream address is copied whole into the access log's field");
+
 #define HIGH_WATER (256 * 1024)
 #define REPLAY_MAX (64 * 1024)
 #define IN_INITIAL 16384
@@ -89,9 +92,51 @@ static void px_free(struct http_handler *h)
 
 /* ---- small helpers ---- */
 
-static int name_is(const char *n, size_t len, const char *lit)
+/* The header names the proxy treats specially, told apart by length first:
+ * every forwarded header goes through this, twice per request. */
+enum hname {
+    HN_OTHER,
+    HN_HOP, /* Keep-Alive, TE, Trailer, Transfer-Encoding, Proxy-* */
+    HN_CONNECTION,
+    HN_UPGRADE,
+    HN_HOST,
+    HN_CONTENT_LENGTH,
+    HN_EXPECT,
+    HN_XFF,
+    HN_XFP,
+    HN_XFH,
+    HN_VIA,
+    HN_DATE,
+    HN_SERVER,
+};
+
+static enum hname hname(const char *n, size_t len)
 {
-    return strlen(lit) == len && strncasecmp(n, lit, len) == 0;
+#define IS(lit) (strncasecmp(n, lit, len) == 0)
+    switch (len) {
+    case 2:
+        return IS("te") ? HN_HOP : HN_OTHER;
+    case 3:
+        return IS("via") ? HN_VIA : HN_OTHER;
+    case 4:
+        return IS("host") ? HN_HOST : IS("date") ? HN_DATE : HN_OTHER;
+    case 6:
+        return IS("expect") ? HN_EXPECT : IS("server") ? HN_SERVER : HN_OTHER;
+    case 7:
+        return IS("trailer") ? HN_HOP : IS("upgrade") ? HN_UPGRADE : HN_OTHER;
+    case 10:
+        return IS("connection") ? HN_CONNECTION : IS("keep-alive") ? HN_HOP : HN_OTHER;
+    case 14:
+        return IS("content-length") ? HN_CONTENT_LENGTH : HN_OTHER;
+    case 15:
+        return IS("x-forwarded-for") ? HN_XFF : HN_OTHER;
+    case 16:
+        return IS("x-forwarded-host") ? HN_XFH : HN_OTHER;
+    case 17:
+        return IS("x-forwarded-proto") ? HN_XFP : IS("transfer-encoding") ? HN_HOP : HN_OTHER;
+    }
+#undef IS
+    return len > 6 && strncasecmp(n, "proxy-", 6) == 0 ? HN_HOP : HN_OTHER;
 }
 
 /* Is token (case-insensitive) one of the comma-separated tokens of v? */
@@ -111,14 +156,6 @@ static int has_token(const char *v, size_t vl, const char *tok, size_t tl)
             return 1;
     }
     return 0;
-}
-
-static int hop_by_hop(const char *n, size_t len)
-{
-    return name_is(n, len, "connection") || name_is(n, len, "keep-alive") ||
-           name_is(n, len, "te") || name_is(n, len, "trailer") ||
-           name_is(n, len, "transfer-encoding") || name_is(n, len, "upgrade") ||
-           (len >= 6 && strncasecmp(n, "proxy-", 6) == 0);
 }
 
 static void cleanup(struct px_req *pr, int reusable);
@@ -158,7 +195,7 @@ static void cleanup(struct px_req *pr, int reusable)
 {
     struct http_req *r = pr->r;
     if (pr->uc && !r->upstream[0])
-        snprintf(r->upstream, sizeof r->upstream, "%s", pr->uc->addr);
+        memcpy(r->upstream, pr->uc->addr, sizeof r->upstream); /* same size */
     r->upstream_ms = (uint32_t)(px_now_ms() - pr->started_ms);
     if (pr->waiting) {
         list_remove(&pr->wait_node);
@@ -235,11 +272,11 @@ static int build_request(struct px_req *pr)
     size_t conn_len = 0, upgrade_len = 0;
     for (unsigned i = 0; i < r->nhdrs; i++) {
         const struct http_hdr *hd = &r->hdrs[i];
-        const char *n = r->buf + hd->name;
-        if (name_is(n, hd->name_len, "connection")) {
+        enum hname k = hname(r->buf + hd->name, hd->name_len);
+        if (k == HN_CONNECTION) {
             conn = r->buf + hd->value;
             conn_len = hd->value_len;
-        } else if (name_is(n, hd->name_len, "upgrade")) {
+        } else if (k == HN_UPGRADE) {
             upgrade = r->buf + hd->value;
             upgrade_len = hd->value_len;
         }
@@ -250,10 +287,16 @@ static int build_request(struct px_req *pr)
 
     const struct http_str *host = &r->known[HK_HOST];
     if (pr->ph->host) {
-        sb_addf(o, "Host: %s\r\n", pr->ph->host);
+        sb_adds(o, "Host: ");
+        sb_adds(o, pr->ph->host);
+        sb_adds(o, "\r\n");
     } else if (host->p) {
         sb_adds(o, "Host: ");
         sb_add(o, host->p, host->len);
+        sb_adds(o, "\r\n");
+    } else { /* an HTTP/1.0 client said none: the upstream's name, as nginx's $proxy_host */
+        sb_adds(o, "Host: ");
+        sb_adds(o, pr->up->name);
         sb_adds(o, "\r\n");
     }
     struct sbuf xff = {0}, via = {0};
@@ -261,20 +304,20 @@ static int build_request(struct px_req *pr)
         const struct http_hdr *hd = &r->hdrs[i];
         const char *n = r->buf + hd->name, *v = r->buf + hd->value;
         size_t nl = hd->name_len, vl = hd->value_len;
-        if (hop_by_hop(n, nl) || name_is(n, nl, "host") || name_is(n, nl, "content-length") ||
-            name_is(n, nl, "expect") || name_is(n, nl, "x-forwarded-proto") ||
-            name_is(n, nl, "x-forwarded-host") || (conn && has_token(conn, conn_len, n, nl)))
-            continue;
-        if (name_is(n, nl, "x-forwarded-for") || name_is(n, nl, "via")) {
-            struct sbuf *j = name_is(n, nl, "via") ? &via : &xff;
+        enum hname k = hname(n, nl);
+        if (k == HN_XFF || k == HN_VIA) {
+            struct sbuf *j = k == HN_VIA ? &via : &xff;
             if (j->len)
                 sb_adds(j, ", ");
             sb_add(j, v, vl);
             continue;
         }
-        sb_add(o, n, nl);
-        sb_adds(o, ": ");
-        sb_add(o, v, vl);
+        if (k != HN_OTHER || (conn && has_token(conn, conn_len, n, nl)))
+            continue; /* hop-by-hop, or framing and forwarding headers we write */
+        if (vl)       /* the line as it came: name, colon, white space, value */
+            sb_add(o, n, (size_t)(v + vl - n));
+        else
+            sb_add(o, n, nl), sb_adds(o, ":");
         sb_adds(o, "\r\n");
     }
     char ip[64];
@@ -296,7 +339,7 @@ static int build_request(struct px_req *pr)
         sb_add(o, via.p, via.len);
         sb_adds(o, ", ");
     }
-    sb_addf(o, "1.%d medusa\r\n", r->http_minor);
+    sb_adds(o, r->http_minor ? "1.1 medusa\r\n" : "1.0 medusa\r\n");
     sb_free(&xff);
     sb_free(&via);
     if (pr->upgrade) {
@@ -365,9 +408,11 @@ static void start_sending(struct px_req *pr)
 }
 
 /* A server and a connection for the request; then sending. */
-static void connect_next(struct px_req *pr)
+/* why: what made us look for another server (PXE_NONE the first time), for
+ * the answer when none is left. */
+static void connect_next(struct px_req *pr, enum px_err why)
 {
-    enum px_err e;
+    enum px_err e = why;
     int rc = px_connect(pr, &e);
     if (rc < 0) {
         log_info(pr->r->c->peer, "upstream '%s': no server could take the request (%s)",
@@ -395,7 +440,7 @@ void px_proceed(struct px_req *pr)
     int rc = px_connect_server(pr, pr->server, &e);
     if (rc < 0) {
         px_note_failure(pr->pw, pr->up->servers[pr->server].rec, pr->up, e);
-        connect_next(pr);
+        connect_next(pr, e);
         return;
     }
     if (rc == 1) {
@@ -428,7 +473,7 @@ static void upstream_error(struct px_req *pr, enum px_err e)
         px_note_failure(pr->pw, pr->up->servers[server].rec, pr->up, e);
     px_release(pr, 0);
     pr->sent_any = 0;
-    if (stale && (pr->idempotent || retry)) {
+    if (stale && pr->replayable && (pr->idempotent || retry)) {
         /* A pooled connection the server had closed: a fresh one. */
         log_debug(pr->r->c->peer, "pooled upstream connection was closed; retrying");
         enum px_err e2;
@@ -449,7 +494,7 @@ static void upstream_error(struct px_req *pr, enum px_err e)
         retry = 1;
     }
     if (retry && pr->replayable) {
-        connect_next(pr);
+        connect_next(pr, e);
         return;
     }
     log_info(pr->r->c->peer, "upstream %s: %s", pr->up->servers[server].text, px_err_text(e));
@@ -515,26 +560,38 @@ static int on_resp_headers(llhttp_t *p)
     const char *conn = NULL;
     size_t conn_len = 0;
     for (unsigned i = 0; i < pr->nhdrs; i++)
-        if (name_is(pr->in + pr->hdrs[i].name, pr->hdrs[i].name_len, "connection")) {
+        if (hname(pr->in + pr->hdrs[i].name, pr->hdrs[i].name_len) == HN_CONNECTION) {
             conn = pr->in + pr->hdrs[i].value;
             conn_len = pr->hdrs[i].value_len;
         }
+    if (conn &&
+        (has_token(conn, conn_len, "keep-alive", 10) || has_token(conn, conn_len, "close", 5)) &&
+        !memchr(conn, ',', conn_len))
+        conn = NULL; /* the usual value names no header: no need to look for one */
     http_resp_start_reason(r, status, pr->in + pr->reason, pr->reason_len);
     for (unsigned i = 0; i < pr->nhdrs; i++) {
         const char *n = pr->in + pr->hdrs[i].name, *v = pr->in + pr->hdrs[i].value;
         size_t nl = pr->hdrs[i].name_len, vl = pr->hdrs[i].value_len;
-        int tunnelled = status == 101 && name_is(n, nl, "upgrade");
-        if (!tunnelled &&
-            (hop_by_hop(n, nl) || name_is(n, nl, "content-length") || name_is(n, nl, "date") ||
-             name_is(n, nl, "server") || (conn && has_token(conn, conn_len, n, nl))))
-            continue;
-        http_resp_raw(r, n, nl);
-        http_resp_raw(r, ": ", 2);
-        http_resp_raw(r, v, vl);
+        enum hname k = hname(n, nl);
+        if (k == HN_UPGRADE && status == 101) {
+            /* tunnelling: Upgrade goes on */
+        } else if ((k != HN_OTHER && k != HN_VIA && k != HN_XFF && k != HN_XFP && k != HN_XFH &&
+                    k != HN_HOST && k != HN_EXPECT) ||
+                   (conn && has_token(conn, conn_len, n, nl))) {
+            continue; /* hop-by-hop, framing, and Date and Server (ours) */
+        }
+        if (vl && (memchr(v, '\n', vl) || memchr(v, '\r', vl))) {
+            log_info(pr->uc->addr, "upstream header %.*s with a line break dropped", (int)nl, n);
+            continue; /* obs-fold: never passed to the client */
+        }
+        if (vl)
+            http_resp_raw(r, n, (size_t)(v + vl - n));
+        else
+            http_resp_raw(r, n, nl), http_resp_raw(r, ":", 1);
         http_resp_raw(r, "\r\n", 2);
     }
     r->upstream_status = (uint16_t)status;
-    snprintf(r->upstream, sizeof r->upstream, "%s", pr->uc->addr);
+    memcpy(r->upstream, pr->uc->addr, sizeof r->upstream); /* same size */
     pr->head_done = 1;
     if (status == 101) {
         http_resp_raw(r, "Connection: upgrade\r\n", 21);
@@ -916,7 +973,7 @@ static enum http_action px_on_req(struct http_handler *h, struct http_req *r)
         http_error(r, 500, NULL);
         return HTTP_DONE;
     }
-    connect_next(pr);
+    connect_next(pr, PXE_NONE);
     if (pr->fail_status) { /* failed before we could wait */
         int st = pr->fail_status;
         cleanup(pr, 0);

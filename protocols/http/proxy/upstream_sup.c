@@ -315,6 +315,14 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ms();
     for (unsigned id = 0; id < ps->nst; id++) {
         struct px_sstate *x = &ps->st[id];
+        if (x->down && !x->down_until) { /* until a check passes: is there still one? */
+            struct px_rec *rec = px_rec_by_id(id);
+            const struct px_server *srv = NULL;
+            const struct px_upstream *u = rec ? upstream_of(sup_config(ps->s), rec, &srv) : NULL;
+            if (!u || !u->check_ms)
+                set_up(ps, id, "no health check any more");
+            continue;
+        }
         if (x->down && x->down_until && now >= x->down_until) {
             struct px_rec *rec = px_rec_by_id(id);
             x->down = 0;
