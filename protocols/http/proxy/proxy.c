@@ -408,6 +408,20 @@ static void start_sending(struct px_req *pr)
 }
 
 /* A server and a connection for the request; then sending. */
+/* px_connect's or px_connect_server's success (rc 0 or 1): send now, or
+ * wait for the connect or for DNS, within connect_timeout. */
+static void got_server(struct px_req *pr, int rc)
+{
+    pr->phase = PXP_CONNECT;
+    if (rc == 0 && !pr->uc->connecting) {
+        start_sending(pr);
+        return;
+    }
+    if (rc == 0)
+        px_uconn_watch(pr->uc, EV_WRITE);
+    px_deadline(pr, pr->up->connect_ms);
+}
+
 /* why: what made us look for another server (PXE_NONE the first time), for
  * the answer when none is left. */
 static void connect_next(struct px_req *pr, enum px_err why)
@@ -420,17 +434,7 @@ static void connect_next(struct px_req *pr, enum px_err why)
         fail(pr, err_status(e));
         return;
     }
-    pr->phase = PXP_CONNECT;
-    if (rc == 1) { /* waiting for DNS */
-        px_deadline(pr, pr->up->connect_ms);
-        return;
-    }
-    if (pr->uc->connecting) {
-        px_uconn_watch(pr->uc, EV_WRITE);
-        px_deadline(pr, pr->up->connect_ms);
-        return;
-    }
-    start_sending(pr);
+    got_server(pr, rc);
 }
 
 void px_proceed(struct px_req *pr)
@@ -443,16 +447,7 @@ void px_proceed(struct px_req *pr)
         connect_next(pr, e);
         return;
     }
-    if (rc == 1) {
-        px_deadline(pr, pr->up->connect_ms);
-        return;
-    }
-    if (pr->uc->connecting) {
-        px_uconn_watch(pr->uc, EV_WRITE);
-        px_deadline(pr, pr->up->connect_ms);
-        return;
-    }
-    start_sending(pr);
+    got_server(pr, rc);
 }
 
 static int is_connect_error(enum px_err e)
@@ -478,15 +473,8 @@ static void upstream_error(struct px_req *pr, enum px_err e)
         log_debug(pr->r->c->peer, "pooled upstream connection was closed; retrying");
         enum px_err e2;
         int rc = px_connect_server(pr, server, &e2);
-        if (rc == 0 && !pr->uc->connecting) {
-            start_sending(pr);
-            return;
-        }
         if (rc >= 0) {
-            pr->phase = PXP_CONNECT;
-            if (rc == 0)
-                px_uconn_watch(pr->uc, EV_WRITE);
-            px_deadline(pr, pr->up->connect_ms);
+            got_server(pr, rc);
             return;
         }
         px_note_failure(pr->pw, pr->up->servers[server].rec, pr->up, e2);
