@@ -1,7 +1,8 @@
 /*
  * A users file (DESIGN.md): one account per line,
  * name:hash[:home[:permissions]], '#' comments. The hash is any crypt(3)
- * hash libcrypt verifies. HTTP Basic auth reads name and hash; FTP also
+ * hash libcrypt verifies, or what htpasswd writes besides: apr1 MD5 and
+ * {SHA}. A password in clear is refused when the file is loaded. HTTP Basic auth reads name and hash; FTP also
  * reads home (relative to the configuration folder unless absolute) and
  * the permissions, a comma list from read,write,delete,mkdir,rename
  * (default read).
@@ -42,6 +43,8 @@ struct users {
  * reported at the configuration setting `at`. Returns 0 or -1. */
 int users_load(struct cfg_ctx *ctx, const void *at, const char *path, struct users *out);
 void users_free(struct users *u);
+/* 1 if hash is a kind users_verify can check. */
+int users_hash_supported(const char *hash);
 const struct user *users_find(const struct users *u, const char *name);
 /* The account if pass is its password, else NULL. Constant time in the
  * comparison; the same crypt() cost for unknown names. */

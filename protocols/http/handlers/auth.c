@@ -4,7 +4,8 @@
  * failure the answer is 401 with WWW-Authenticate.
  *
  * The users file (core/users.h) holds crypt(3) hashes (yescrypt, bcrypt,
- * sha512crypt: the format DESIGN.md fixes, so htpasswd -B files work). Hashing is slow on
+ * sha512crypt: the format DESIGN.md fixes) or htpasswd's apr1 and {SHA}, so
+ * every file htpasswd writes works. Hashing is slow on
  * purpose, and a browser sends the same credentials with every request, so
  * each worker remembers the last few credentials it verified, as SHA-256
  * digests, in the handler's per-worker context (http.h's ctx_init). An unknown user costs the same
