@@ -16,6 +16,7 @@
 #include <editline/readline.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <netdb.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -37,11 +38,14 @@ static FILE *in, *out;
 static void usage(FILE *f)
 {
     fprintf(f, "usage: medusactl [-s UNIX_SOCKET | -a HOST:PORT -k SECRET_FILE] [COMMAND ...]\n"
-               "  -s PATH   the console's Unix socket (default $MEDUSA_ADMIN_SOCKET "
+               "  -s, --socket PATH   the console's Unix socket (default $MEDUSA_ADMIN_SOCKET "
                "or " MEDUSA_ADMIN_SOCKET ")\n"
-               "  -a H:P    a TCP console; needs -k\n"
-               "  -k FILE   file holding the secret (admin or operator)\n"
-               "  without a COMMAND: an interactive console ('help' lists commands)\n");
+               "  -a, --address H:P   a TCP console; needs -k\n"
+               "  -k, --key FILE      file holding the secret (admin or operator)\n"
+               "  -h, --help          this help\n"
+               "  without a COMMAND: an interactive console ('help' lists commands)\n"
+               "exit status: 0 for a 200 reply, 1 for another reply, 2 for wrong usage,\n"
+               "3 when it cannot connect or authenticate\n");
 }
 
 static int connect_unix(const char *path)
@@ -316,8 +320,13 @@ int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a server that went away is an error message, not a death */
     const char *sock = getenv("MEDUSA_ADMIN_SOCKET"), *addr = NULL, *keyfile = NULL;
+    static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
+                                             {"address", required_argument, NULL, 'a'},
+                                             {"key", required_argument, NULL, 'k'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt(argc, argv, "+s:a:k:h")) != -1) {
+    while ((opt = getopt_long(argc, argv, "+s:a:k:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 's':
             sock = optarg;

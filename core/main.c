@@ -13,6 +13,7 @@
 #include "protocols.h"
 #include "version.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +27,12 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: medusad [-c FILE] [-w N] [-t] [-V] [-h]\n"
-            "  -c FILE  configuration file (default " MEDUSA_DEFAULT_CONFIG ")\n"
-            "  -w N     number of worker threads, overriding 'workers'\n"
-            "  -t       check the configuration and exit (0 valid, 1 with FILE:LINE: message)\n"
-            "  -V       print the version and exit\n"
-            "  -h       this help\n"
+            "  -c, --config FILE  configuration file (default " MEDUSA_DEFAULT_CONFIG ")\n"
+            "  -w, --workers N    number of worker threads, overriding 'workers'\n"
+            "  -t, --test         check the configuration and exit (0 valid, 1 with FILE:LINE: "
+            "message)\n"
+            "  -V, --version      print the version and exit\n"
+            "  -h, --help         this help\n"
             "signals: TERM/INT graceful stop, HUP reload, USR1 reopen logs, USR2 log statistics\n");
 }
 
@@ -44,7 +46,11 @@ int main(int argc, char **argv)
 {
     const char *config = MEDUSA_DEFAULT_CONFIG;
     int test = 0, workers = 0, opt;
-    while ((opt = getopt(argc, argv, "c:w:tVh")) != -1) {
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"workers", required_argument, NULL, 'w'},
+        {"test", no_argument, NULL, 't'},         {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    while ((opt = getopt_long(argc, argv, "c:w:tVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config = optarg;

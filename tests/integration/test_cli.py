@@ -53,4 +53,15 @@ def test_version_workers_help_and_unknown_options():
     assert r.returncode == 0 and "3 workers" in r.stdout, r
     r = run("-h")
     assert r.returncode == 0 and "usage" in r.stdout, r
+    r = run("--help")
+    assert r.returncode == 0 and "usage" in r.stdout and "--config" in r.stdout, r
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("medusad "), r
+    r = run("--test", "--workers", "2", "--config", good)
+    assert r.returncode == 0 and "2 workers" in r.stdout, r
     assert run("-x").returncode == 2
+    assert run("--bogus").returncode == 2
+    ctl = os.path.join(os.path.dirname(MEDUSAD), "medusactl")
+    r = subprocess.run([ctl, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: medusactl" in r.stdout and "--socket" in r.stdout, r
+    assert subprocess.run([ctl, "--bogus"], capture_output=True).returncode == 2
