@@ -51,7 +51,9 @@ struct module_command {
     int (*run)(void *sup_state, int argc, char **argv, struct sbuf *out);
 };
 
-enum module_stats_format { MODULE_STATS_TEXT, MODULE_STATS_JSON };
+/* PROM: Prometheus text exposition, whole families (HELP and TYPE once, then
+ * every sample), names medusa_<module>_...; counters end in _total. */
+enum module_stats_format { MODULE_STATS_TEXT, MODULE_STATS_JSON, MODULE_STATS_PROM };
 
 /* flags */
 #define MODULE_TCP_NODELAY 0x1u /* interactive: disable Nagle on accept */

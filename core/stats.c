@@ -9,6 +9,7 @@
 
 #include <time.h>
 #include <unistd.h>
+#include <string.h>
 
 static struct worker_stats slots[BUS_MAX_WORKERS + 1];
 static long long started;
@@ -124,6 +125,20 @@ void stats_report(const struct config *cfg, enum module_stats_format fmt, struct
 void stats_counters(struct sbuf *sb, enum module_stats_format fmt, const char *title,
                     const char *const *names, const uint64_t *values, int n)
 {
+    if (fmt == MODULE_STATS_PROM) {
+        for (int i = 0; i < n; i++) {
+            size_t l = strlen(names[i]);
+            int gauge = (l >= 7 && strcmp(names[i] + l - 7, "_active") == 0) ||
+                        (l >= 6 && strcmp(names[i] + l - 6, "_users") == 0);
+            sb_addf(sb,
+                    "# HELP medusa_%s_%s%s %s: %s.\n# TYPE medusa_%s_%s%s %s\n"
+                    "medusa_%s_%s%s %llu\n",
+                    title, names[i], gauge ? "" : "_total", title, names[i], title, names[i],
+                    gauge ? "" : "_total", gauge ? "gauge" : "counter", title, names[i],
+                    gauge ? "" : "_total", (unsigned long long)values[i]);
+        }
+        return;
+    }
     int json = fmt == MODULE_STATS_JSON;
     if (json)
         sb_adds(sb, "{");

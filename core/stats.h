@@ -35,8 +35,9 @@ long long stats_started(void);
 /* Every figure: uptime, the live workers' counters, then each module's
  * stats() under its name. Any thread. */
 void stats_report(const struct config *cfg, enum module_stats_format fmt, struct sbuf *sb);
-/* A module's flat counters, for its stats() hook: "title: a 1, b 2\n", or
- * the JSON object {"a":1,"b":2}. */
+/* A module's flat counters, for its stats() hook: "title: a 1, b 2\n", the
+ * JSON object {"a":1,"b":2}, or Prometheus families medusa_title_a_total
+ * (names ending in _active or _users are gauges, without _total). */
 void stats_counters(struct sbuf *sb, enum module_stats_format fmt, const char *title,
                     const char *const *names, const uint64_t *values, int n);
 

@@ -27,6 +27,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/sbuf.h"
+#include "core/stats.h"
 #include "core/worker.h"
 
 #include <event2/buffer.h>
@@ -848,6 +849,12 @@ static void chat_stats(const struct config *cfg, enum module_stats_format fmt, s
         moved += stat_get(&counters[w].moved_in);
     }
     unsigned long long users = atomic_load_explicit(&chat_room_users, memory_order_relaxed);
+    if (fmt == MODULE_STATS_PROM) {
+        static const char *const names[] = {"room_users", "sessions", "lines", "moved"};
+        const uint64_t v[] = {users, sessions, lines, moved};
+        stats_counters(sb, fmt, "chat", names, v, 4);
+        return;
+    }
     if (fmt == MODULE_STATS_JSON)
         sb_addf(sb, "{\"room_users\":%llu,\"sessions\":%llu,\"lines\":%llu,\"moved\":%llu}", users,
                 (unsigned long long)sessions, (unsigned long long)lines, (unsigned long long)moved);

@@ -84,25 +84,6 @@ static void json_server(struct sbuf *sb, const char *name, const struct srv_sum 
     sb_adds(sb, "}}");
 }
 
-static void prom_server(struct sbuf *sb, const char *name, const char *wlabel,
-                        const struct srv_sum *s)
-{
-    sb_addf(sb, "medusa_http_connections_accepted_total{server=\"%s\"%s} %llu\n", name, wlabel,
-            (unsigned long long)s->accepted);
-    sb_addf(sb, "medusa_http_connections_active{server=\"%s\"%s} %llu\n", name, wlabel,
-            (unsigned long long)s->active);
-    sb_addf(sb, "medusa_http_received_bytes_total{server=\"%s\"%s} %llu\n", name, wlabel,
-            (unsigned long long)s->bytes_in);
-    sb_addf(sb, "medusa_http_sent_bytes_total{server=\"%s\"%s} %llu\n", name, wlabel,
-            (unsigned long long)s->bytes_out);
-    for (int i = 0; i < 6; i++)
-        sb_addf(sb, "medusa_http_responses_total{server=\"%s\"%s,class=\"%s\"} %llu\n", name,
-                wlabel, class_names[i], (unsigned long long)s->status[i]);
-    for (int i = 0; i < HT_COUNT; i++)
-        sb_addf(sb, "medusa_http_handler_hits_total{server=\"%s\"%s,handler=\"%s\"} %llu\n", name,
-                wlabel, type_names[i], (unsigned long long)s->hits[i]);
-}
-
 static void html_row(struct sbuf *sb, const char *label, const struct srv_sum *s)
 {
     sb_adds(sb, "<tr><td>");
@@ -150,8 +131,6 @@ static void servers(enum status_format fmt, const struct config *cfg, struct sbu
             json_server(sb, srv->name, &total, 0);
             sb->len--; /* reopen the object for the per-worker list */
             sb_adds(sb, ",\"workers\":[");
-        } else if (fmt == PROM) {
-            prom_server(sb, srv->name, "", &total);
         } else if (fmt == TEXT) {
             text_server(sb, srv->name, &total);
             continue;
@@ -168,9 +147,6 @@ static void servers(enum status_format fmt, const struct config *cfg, struct sbu
             if (fmt == JSON) {
                 sb_adds(sb, wfirst ? "" : ",");
                 json_server(sb, NULL, &one, w);
-            } else if (fmt == PROM) {
-                snprintf(label, sizeof label, ",worker=\"%d\"", w);
-                prom_server(sb, srv->name, label, &one);
             } else {
                 snprintf(label, sizeof label, "  worker %d", w);
                 html_row(sb, label, &one);
@@ -197,32 +173,130 @@ void http_stats(const struct config *cfg, enum module_stats_format fmt, struct s
     }
 }
 
+/* ---- Prometheus text exposition ----
+ * Each family once: HELP, TYPE, then all of its samples (what Prometheus's
+ * own parsers expect). Per-worker series have families of their own
+ * (medusa_worker_*); the per-server ones are totals, so sum() never counts
+ * twice. */
+
+static void family(struct sbuf *sb, const char *name, const char *type, const char *help)
+{
+    sb_addf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void label_value(struct sbuf *sb, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sb_addf(sb, "\\%c", *v);
+        else if (*v == '\n')
+            sb_adds(sb, "\\n");
+        else
+            sb_add(sb, v, 1);
+    }
+}
+
+enum { F_ACCEPTED, F_ACTIVE, F_REQUESTS, F_BYTES_IN, F_BYTES_OUT, F_RESPONSES, F_HITS, F_N };
+
+static void prom_http(const struct config *cfg, struct sbuf *sb)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fams[F_N] = {
+        {"medusa_http_connections_accepted_total", "counter", "HTTP connections accepted."},
+        {"medusa_http_connections_active", "gauge", "Open HTTP connections."},
+        {"medusa_http_requests_total", "counter", "HTTP requests answered."},
+        {"medusa_http_received_bytes_total", "counter", "Request bytes received."},
+        {"medusa_http_sent_bytes_total", "counter", "Response bytes sent."},
+        {"medusa_http_responses_total", "counter", "Responses by status class."},
+        {"medusa_http_handler_hits_total", "counter", "Requests each handler type took."},
+    };
+    for (int f = 0; f < F_N; f++) {
+        family(sb, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < cfg->nservices; i++) {
+            const struct service *svc = &cfg->services[i];
+            if (svc->module != &http_module)
+                continue;
+            const struct http_server *srv = svc->pcfg;
+            struct srv_sum t = {0};
+            for (int w = 1; w <= BUS_MAX_WORKERS; w++) /* workers that left count too */
+                sum_slot(&t, http_counters_slot(srv->stats, w));
+            const uint64_t plain[] = {t.accepted, t.active, t.requests, t.bytes_in, t.bytes_out};
+            int n = f == F_RESPONSES ? 6 : f == F_HITS ? HT_COUNT : 1;
+            for (int k = 0; k < n; k++) {
+                sb_addf(sb, "%s{server=\"", fams[f].name);
+                label_value(sb, srv->name);
+                if (f == F_RESPONSES)
+                    sb_addf(sb, "\",class=\"%s\"} %llu\n", class_names[k],
+                            (unsigned long long)t.status[k]);
+                else if (f == F_HITS)
+                    sb_addf(sb, "\",handler=\"%s\"} %llu\n", type_names[k],
+                            (unsigned long long)t.hits[k]);
+                else
+                    sb_addf(sb, "\"} %llu\n", (unsigned long long)plain[f]);
+            }
+        }
+    }
+}
+
+static void prom_page(const struct config *cfg, struct sbuf *sb)
+{
+    family(sb, "medusa_uptime_seconds", "gauge", "Seconds since the server started.");
+    sb_addf(sb, "medusa_uptime_seconds %lld\n", (long long)time(NULL) - stats_started());
+    struct worker_stats_snapshot ws[BUS_MAX_WORKERS + 1];
+    int ids[BUS_MAX_WORKERS + 1], n = 0;
+    for (int w = 1; w <= bus_max_worker(); w++)
+        if (bus_is_live(w)) {
+            stats_read(w, &ws[n]);
+            ids[n++] = w;
+        }
+    family(sb, "medusa_worker_connections_active", "gauge", "Open connections per worker.");
+    for (int i = 0; i < n; i++)
+        sb_addf(sb, "medusa_worker_connections_active{worker=\"%d\"} %llu\n", ids[i],
+                (unsigned long long)ws[i].active);
+    family(sb, "medusa_worker_connections_accepted_total", "counter",
+           "Connections accepted per worker.");
+    for (int i = 0; i < n; i++)
+        sb_addf(sb, "medusa_worker_connections_accepted_total{worker=\"%d\"} %llu\n", ids[i],
+                (unsigned long long)ws[i].accepted);
+    family(sb, "medusa_worker_bytes_total", "counter", "Bytes per worker and direction.");
+    for (int i = 0; i < n; i++)
+        sb_addf(sb,
+                "medusa_worker_bytes_total{worker=\"%d\",direction=\"in\"} %llu\n"
+                "medusa_worker_bytes_total{worker=\"%d\",direction=\"out\"} %llu\n",
+                ids[i], (unsigned long long)ws[i].bytes_in, ids[i],
+                (unsigned long long)ws[i].bytes_out);
+    family(sb, "medusa_worker_loop_lag_seconds", "gauge", "Event-loop lag per worker.");
+    for (int i = 0; i < n; i++)
+        sb_addf(sb, "medusa_worker_loop_lag_seconds{worker=\"%d\"} %.6f\n", ids[i],
+                (double)ws[i].lag_us / 1e6);
+    prom_http(cfg, sb);
+    px_stats(cfg, 2, sb);
+    for (unsigned i = 1; i <= module_count(); i++) {
+        const struct module *m = module_at(i);
+        if (m != &http_module && m->stats)
+            m->stats(cfg, MODULE_STATS_PROM, sb);
+    }
+}
+
 /* The page: HTML or Prometheus text. (JSON is every module's figures:
  * stats_report.) */
 static void build(enum status_format fmt, const struct config *cfg, struct sbuf *sb)
 {
+    if (fmt == PROM) {
+        prom_page(cfg, sb);
+        return;
+    }
     long long uptime = (long long)time(NULL) - stats_started();
     int maxw = bus_max_worker();
 
-    if (fmt == PROM)
-        sb_addf(sb,
-                "# HELP medusa_uptime_seconds Seconds since the server started.\n"
-                "# TYPE medusa_uptime_seconds gauge\nmedusa_uptime_seconds %lld\n"
-                "# HELP medusa_worker_connections_active Open connections per worker.\n"
-                "# TYPE medusa_worker_connections_active gauge\n"
-                "# HELP medusa_worker_connections_accepted_total Connections accepted per "
-                "worker.\n# TYPE medusa_worker_connections_accepted_total counter\n"
-                "# HELP medusa_worker_bytes_total Bytes per worker and direction.\n"
-                "# TYPE medusa_worker_bytes_total counter\n",
-                uptime);
-    else
-        sb_addf(sb,
-                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
-                "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
-                "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
-                "<tr><th>worker</th><th>active</th><th>accepted</th><th>closed</th>"
-                "<th>bytes in</th><th>bytes out</th><th>errors</th></tr>\n",
-                MEDUSA_VERSION, (int)getpid(), uptime);
+    sb_addf(sb,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
+            "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
+            "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
+            "<tr><th>worker</th><th>active</th><th>accepted</th><th>closed</th>"
+            "<th>bytes in</th><th>bytes out</th><th>errors</th></tr>\n",
+            MEDUSA_VERSION, (int)getpid(), uptime);
     for (int w = 1; w <= maxw; w++) {
         if (!bus_is_live(w))
             continue;
@@ -230,42 +304,16 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
         stats_read(w, &ws);
         unsigned long long acc = ws.accepted, act = ws.active, clo = ws.closed, bin = ws.bytes_in,
                            bout = ws.bytes_out, err = ws.errors;
-        if (fmt == PROM)
-            sb_addf(sb,
-                    "medusa_worker_connections_active{worker=\"%d\"} %llu\n"
-                    "medusa_worker_connections_accepted_total{worker=\"%d\"} %llu\n"
-                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"in\"} %llu\n"
-                    "medusa_worker_bytes_total{worker=\"%d\",direction=\"out\"} %llu\n",
-                    w, act, w, acc, w, bin, w, bout);
-        else
-            sb_addf(sb,
-                    "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
-                    "<td>%llu</td><td>%llu</td></tr>\n",
-                    w, act, acc, clo, bin, bout, err);
+        sb_addf(sb,
+                "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+                "<td>%llu</td><td>%llu</td></tr>\n",
+                w, act, acc, clo, bin, bout, err);
     }
-    if (fmt == PROM)
-        sb_adds(sb, "# HELP medusa_http_connections_accepted_total HTTP connections accepted.\n"
-                    "# TYPE medusa_http_connections_accepted_total counter\n"
-                    "# HELP medusa_http_connections_active Open HTTP connections.\n"
-                    "# TYPE medusa_http_connections_active gauge\n"
-                    "# HELP medusa_http_received_bytes_total Request bytes received.\n"
-                    "# TYPE medusa_http_received_bytes_total counter\n"
-                    "# HELP medusa_http_sent_bytes_total Response bytes sent.\n"
-                    "# TYPE medusa_http_sent_bytes_total counter\n"
-                    "# HELP medusa_http_responses_total Responses by status class.\n"
-                    "# TYPE medusa_http_responses_total counter\n"
-                    "# HELP medusa_http_handler_hits_total Requests each handler type took.\n"
-                    "# TYPE medusa_http_handler_hits_total counter\n");
-    else
-        sb_adds(sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
-                    "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
-                    "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
-                    "<th>handler hits</th></tr>\n");
+    sb_adds(sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
+                "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
+                "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
+                "<th>handler hits</th></tr>\n");
     servers(fmt, cfg, sb);
-    if (fmt == PROM) {
-        px_stats(cfg, 2, sb);
-        return;
-    }
     sb_adds(sb, "</table>\n");
     struct sbuf up = {0};
     px_stats(cfg, 0, &up);
