@@ -382,6 +382,49 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
     return parse_services(ctx, root, c) < 0 ? -1 : parse_sections(ctx, root, c);
 }
 
+/* libconfig says only "syntax error" and a line: add the line itself, the
+ * token it stumbled on where that can be told, and a hint for the two
+ * usual causes (nginx's "key value;" shape, and a bracket left open, which
+ * libconfig reports at the end of the file). */
+static void syntax_error(const char *file, int line, const char *what, char *err, size_t errlen)
+{
+    char text[160] = "";
+    int found = 0, last = 0;
+    FILE *f = fopen(file, "re");
+    if (f) {
+        char *l = NULL;
+        size_t cap = 0;
+        for (int n = 1; getline(&l, &cap, f) > 0; n++) {
+            last = n;
+            if (n == line) {
+                l[strcspn(l, "\r\n")] = '\0';
+                snprintf(text, sizeof text, "%s", l + strspn(l, " \t"));
+                found = 1;
+            }
+        }
+        free(l);
+        fclose(f);
+    }
+    /* nginx style: a name, white space, then something that is not = or : */
+    char key[64] = "", next[64] = "";
+    int nginx = found && sscanf(text, "%63[A-Za-z0-9_] %63[^=:;{ ]", key, next) == 2 && key[0] &&
+                !strchr("=:{", next[0]) && text[strlen(key)] == ' ';
+    if (nginx)
+        snprintf(err, errlen,
+                 "%s:%d: %s near '%s'\n    %s\n    hint: medusa's configuration is libconfig: "
+                 "write %s = %s;",
+                 file, line, what, next, text, key, next);
+    else if (found && text[0])
+        snprintf(err, errlen, "%s:%d: %s in this line:\n    %s", file, line, what, text);
+    else if (line >= last)
+        snprintf(err, errlen,
+                 "%s:%d: %s at the end of the file\n    hint: a '(', '[' or '{' above is "
+                 "not closed, or a ';' is missing",
+                 file, line, what);
+    else
+        snprintf(err, errlen, "%s:%d: %s", file, line, what);
+}
+
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
     struct config *c = calloc(1, sizeof *c);
@@ -412,9 +455,8 @@ struct config *config_load(const char *path, char *err, size_t errlen)
         if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
             snprintf(err, errlen, "%s:0: cannot read: %s", path, strerror(errno));
         else
-            snprintf(err, errlen, "%s:%d: %s",
-                     config_error_file(&cf) ? config_error_file(&cf) : path, config_error_line(&cf),
-                     config_error_text(&cf));
+            syntax_error(config_error_file(&cf) ? config_error_file(&cf) : path,
+                         config_error_line(&cf), config_error_text(&cf), err, errlen);
         rc = -1;
     } else {
         rc = parse_root(&ctx, config_root_setting(&cf), c);

@@ -13,10 +13,12 @@
 #include "protocols.h"
 #include "version.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #ifndef MEDUSA_DEFAULT_CONFIG
@@ -41,6 +43,41 @@ static void usage(FILE *f)
 static const struct module *const modules[] = {
     &http_module, &ftp_module, &chat_module, &echo_module, &admin_module, NULL,
 };
+
+/* -t: can every TCP listen address be bound? SO_REUSEPORT as the server
+ * binds, so the running server's own sockets (the reload's check) do not
+ * count as in use; another program's do, and so does an address this host
+ * does not have. The line is found by the address's text. */
+static int check_binds(const struct config *c)
+{
+    int bad = 0;
+    for (size_t i = 0; i < c->nservices; i++)
+        for (size_t k = 0; k < c->services[i].nlisten; k++) {
+            const struct listen_addr *a = &c->services[i].listen[k];
+            if (a->family == AF_UNIX)
+                continue;
+            int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+            if (fd < 0)
+                continue;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+            if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+                int e = errno, line = 0;
+                const char *at = c->text ? strstr(c->text, a->text) : NULL;
+                for (const char *p = c->text; at && p <= at; p++)
+                    line += p == c->text || p[-1] == '\n';
+                fprintf(stderr, "%s:%d: listen %s: cannot bind: %s%s\n", c->path, line, a->text,
+                        strerror(e),
+                        e == EADDRINUSE      ? " (another program listens there)"
+                        : e == EADDRNOTAVAIL ? " (not an address of this host)"
+                        : e == EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                                      : "");
+                bad = 1;
+            }
+            close(fd);
+        }
+    return bad ? -1 : 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -90,6 +127,10 @@ int main(int argc, char **argv)
         struct config *c = config_load(config, err, sizeof err);
         if (!c) {
             fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        if (check_binds(c) < 0) {
+            config_unref(c);
             return 1;
         }
         printf("%s: configuration ok (%zu service%s, %d worker%s)\n", config, c->nservices,

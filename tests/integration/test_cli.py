@@ -65,3 +65,32 @@ def test_version_workers_help_and_unknown_options():
     r = subprocess.run([ctl, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage: medusactl" in r.stdout and "--socket" in r.stdout, r
     assert subprocess.run([ctl, "--bogus"], capture_output=True).returncode == 2
+
+
+def test_syntax_errors_show_the_line_and_hint():
+    r = run("-t", "-c", write("nginx.conf", "workers 4;\n"))
+    assert r.returncode == 1
+    assert ":1: syntax error near '4'" in r.stderr and "workers 4;" in r.stderr, r.stderr
+    assert "write workers = 4;" in r.stderr
+    r = run("-t", "-c", write("open.conf", 'workers = 2;\nlog = { level = "info";\n'))
+    assert r.returncode == 1 and "at the end of the file" in r.stderr and "not closed" in r.stderr
+    r = run("-t", "-c", write("value.conf", "workers = 2;\nlog = { level = ; };\n"))
+    assert r.returncode == 1 and ":2: syntax error in this line:" in r.stderr
+    assert "log = { level = ; };" in r.stderr
+
+
+def test_check_reports_addresses_that_cannot_be_bound():
+    import socket
+    busy = socket.socket()  # another program, without SO_REUSEPORT
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    conf = write("busy.conf", 'workers = 1;\nchat = ( { name = "c";\n  listen = [ "127.0.0.1:%d" ]; } );\n'
+                 'echo = ( { name = "e"; listen = [ "192.0.2.7:7007" ]; } );\n' % port)
+    r = run("-t", "-c", conf)
+    busy.close()
+    assert r.returncode == 1, r
+    assert "busy.conf:3: listen 127.0.0.1:%d: cannot bind" % port in r.stderr, r.stderr
+    assert "another program listens there" in r.stderr
+    assert "busy.conf:4: listen 192.0.2.7:7007: cannot bind" in r.stderr
+    assert "not an address of this host" in r.stderr
