@@ -66,20 +66,23 @@ static void cmd_info(struct admin_session *s, int argc, char **argv)
                 MEDUSA_VERSION, (int)getpid(), uptime);
         json_str(&sb, sup_config_path(s->a->sup));
         sb_addf(&sb,
-                ",\"workers\":%d,\"connections_accepted\":%llu,\"connections_active\":%llu,"
+                ",\"workers\":%d,\"workers_in_file\":%d,\"connections_accepted\":%llu,"
+                "\"connections_active\":%llu,"
                 "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu}\n",
-                live, (unsigned long long)t.accepted, (unsigned long long)t.active,
-                (unsigned long long)t.requests, (unsigned long long)t.bytes_in,
-                (unsigned long long)t.bytes_out, (unsigned long long)t.errors);
+                live, sup_config(s->a->sup)->workers, (unsigned long long)t.accepted,
+                (unsigned long long)t.active, (unsigned long long)t.requests,
+                (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out,
+                (unsigned long long)t.errors);
     } else {
         sb_addf(&sb,
                 "version      %s\npid          %d\nuptime       %lld s\nconfig       %s\n"
-                "workers      %d\naccepted     %llu\nactive       %llu\nrequests     %llu\n"
-                "bytes in     %llu\nbytes out    %llu\nerrors       %llu\n",
+                "workers      %d (the file says %d)\naccepted     %llu\nactive       %llu\n"
+                "requests     %llu\nbytes in     %llu\nbytes out    %llu\nerrors       %llu\n",
                 MEDUSA_VERSION, (int)getpid(), uptime, sup_config_path(s->a->sup), live,
-                (unsigned long long)t.accepted, (unsigned long long)t.active,
-                (unsigned long long)t.requests, (unsigned long long)t.bytes_in,
-                (unsigned long long)t.bytes_out, (unsigned long long)t.errors);
+                sup_config(s->a->sup)->workers, (unsigned long long)t.accepted,
+                (unsigned long long)t.active, (unsigned long long)t.requests,
+                (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out,
+                (unsigned long long)t.errors);
     }
     admin_send_sb(s, 200, &sb);
 }

@@ -266,15 +266,20 @@ static int reload(struct supervisor *s, char *err, size_t errlen)
         sd_notify(0, "READY=1\nSTATUS=reload failed; old configuration active");
         return -1;
     }
-    if (!s->workers_override && cfg->workers != sup_nrunning(s))
-        log_warn(NULL,
-                 "'workers' is now %d but %d are running: the count changes at restart "
-                 "(or now with the console's 'workers set')",
-                 cfg->workers, sup_nrunning(s));
+    /* 'workers' applies when the file changed it (a runtime 'workers set'
+     * stands until then), and never under -w. */
+    int rescale = !s->workers_override && cfg->workers != s->cfg->workers;
     apply_log(cfg);
     commit_config(s, cfg, opened);
     config_unref(s->cfg);
     s->cfg = cfg;
+    if (rescale) {
+        char msg[160];
+        if (sup_scale(s, cfg->workers, msg, sizeof msg) < 0)
+            log_error(NULL, "'workers = %d' not applied: %s", cfg->workers, msg);
+        else
+            log_info(NULL, "'workers' is now %d in the file: applied live", cfg->workers);
+    }
     for (unsigned i = 1; i <= module_count(); i++)
         if (module_at(i)->sup_config && s->mstate[i])
             module_at(i)->sup_config(s->mstate[i], cfg);

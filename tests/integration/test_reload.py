@@ -1,11 +1,13 @@
 """SIGHUP: a new listener becomes reachable; a broken file changes nothing
 and says file:line; a removed listener stops accepting while its open
-sessions go on; a changed worker count is reported."""
+sessions go on; a changed worker count applies live."""
+import http.client
 import os
 import socket
+import threading
 import time
 
-from harness import ChatClient, Server, chat_conf, free_port
+from harness import ChatClient, Server, chat_conf, free_port, wait_for
 
 
 def two_ports():
@@ -99,9 +101,65 @@ def test_a_removed_listener_stops_accepting_while_its_sessions_go_on():
     assert srv.stop() == 0
 
 
-def test_a_changed_worker_count_is_reported_not_ignored():
-    port = free_port()
-    srv = Server(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 1;\n")
-    out = srv.reload(chat_conf(listen=["127.0.0.1:%d" % port]) + "workers = 2;\n")
-    assert "'workers' is now 2 but 1 are running" in out and "configuration reloaded" in out, out
+def test_workers_in_the_file_apply_live_on_reload():
+    """workers = N, then reload: applied like 'workers set', without a lost
+    chat session or HTTP request; a runtime 'workers set' stands until the
+    file changes 'workers' again; -w overrides the file for good."""
+    port, hport = free_port(), free_port()
+    base = chat_conf(listen=["127.0.0.1:%d" % port]) + (
+        'http = ( { name = "web"; listen = [ "127.0.0.1:%d" ]; vhosts = ( { handlers = ( '
+        '{ type = "status"; path = "/status"; } ); } ); } );\n' % hport)
+    srv = Server(base + "workers = 1;\n", admin=True)
+    alice = ChatClient(("127.0.0.1", port))
+    alice.join("alice")
+    errors, done = [], [0]
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", hport, timeout=10)
+                for _ in range(5):
+                    c.request("GET", "/status.json")
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        errors.append(r.status)
+                    done[0] += 1
+                c.close()
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        out = srv.reload(base + "workers = 3;\n")
+        assert "applied live" in out and "configuration reloaded" in out, out
+        wait_for(lambda: srv.running_workers() == [1, 2, 3], 10, "3 workers")
+        info = srv.ctl_json("info")
+        assert info["workers_in_file"] == 3
+        srv.ctl("workers", "set", "2")
+        srv.wait_workers_settled()
+        out = srv.reload(base + "workers = 3;\n" + "grace_period = 9;\n")  # 'workers' unchanged
+        assert "applied live" not in out
+        assert len(srv.running_workers()) == 2  # the runtime 'workers set' stands
+        out = srv.reload(base + "workers = 1;\n")
+        assert "applied live" in out
+        srv.wait_workers_settled()
+        assert srv.running_workers() == [1]
+        n = done[0]
+        wait_for(lambda: done[0] > n + 20, 10, "requests after scaling")
+        bob = ChatClient(("127.0.0.1", port))  # alice's session moved and lives
+        bob.join("bob")
+        assert alice.line() == "[bob joined]"
+        bob.close()
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[:5]
+    alice.close()
+    assert srv.stop() == 0
+    # under -w the file's count does not apply
+    srv = Server(base + "workers = 1;\n", workers=2, admin=True)
+    out = srv.reload(base + "workers = 3;\n")
+    assert "applied live" not in out and len(srv.running_workers()) == 2
     assert srv.stop() == 0
