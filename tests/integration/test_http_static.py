@@ -6,6 +6,7 @@ import collections
 import gzip
 import json
 import os
+import time
 import re
 
 import pytest
@@ -184,6 +185,19 @@ def test_listing_escapes_names_and_folders_without_index_are_forbidden(site):
     page = body.decode()
     assert st == 200 and "&lt;b&gt;&amp;x&quot;.txt" in page and "<b>" not in page, page
     assert 'href="folder/"' in page and "%3Cb%3E" in page
+    # nginx's autoindex columns: folders first, then size (exact bytes in the
+    # title) and modification time (UTC)
+    assert page.index("folder/") < page.index("&lt;b&gt;")
+    name = os.path.join(www, "list", "<b>&x\".txt")
+    size = os.path.getsize(name)
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(name)))
+    assert 'title="%d bytes">%d B<' % (size, size) in page, page
+    assert when in page
+    with open(os.path.join(www, "list", "big.bin"), "wb") as f:
+        f.write(b"x" * 1536)
+    page = curl(base + "/list/")[2].decode()
+    assert 'title="1536 bytes">1.5 KiB<' in page, page
+    os.unlink(os.path.join(www, "list", "big.bin"))
     st, _, _, _ = curl(base + "/list/folder/")
     assert st == 200
     os.makedirs(os.path.join(www, "noindex"), exist_ok=True)

@@ -372,11 +372,38 @@ static void serve_regular(struct http_req *r, const struct froot *fr, struct fen
         fentry_unref(e);
 }
 
-static int cmp_names(const void *a, const void *b)
+struct listed {
+    char *name; /* with a trailing '/' for folders */
+    int dir;
+    off_t size;
+    time_t mtime;
+};
+
+/* Folders first, then files, each by name (byte order). */
+static int cmp_listed(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    const struct listed *x = a, *y = b;
+    if (x->dir != y->dir)
+        return y->dir - x->dir;
+    return strcmp(x->name, y->name);
 }
 
+/* 1023 B, 1.5 KiB, 12 MiB: what a person reads at a glance. */
+static void human_size(struct sbuf *sb, off_t n)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4)
+        v /= 1024, u++;
+    if (u == 0)
+        sb_addf(sb, "%lld B", (long long)n);
+    else
+        sb_addf(sb, v < 10 ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+/* nginx's autoindex, in a table: name, last modified (UTC), size (the exact
+ * byte count in its title). */
 static void serve_listing(struct http_req *r, struct fentry *dir)
 {
     int fd = dup(dir->fd);
@@ -388,51 +415,66 @@ static void serve_listing(struct http_req *r, struct fentry *dir)
         return;
     }
     rewinddir(d);
-    char **names = NULL;
+    struct listed *v = NULL;
     size_t n = 0, cap = 0;
     for (struct dirent *de; (de = readdir(d));) {
         if (strcmp(de->d_name, ".") == 0 ||
             (strcmp(de->d_name, "..") == 0 && !strcmp(r->path, "/")))
             continue;
         struct stat st;
-        int isdir = de->d_type == DT_DIR ||
-                    (de->d_type == DT_UNKNOWN && fstatat(dirfd(d), de->d_name, &st, 0) == 0 &&
-                     S_ISDIR(st.st_mode));
+        int ok = fstatat(dirfd(d), de->d_name, &st, 0) == 0;
         if (n == cap) {
-            char **nn = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof *names);
-            if (!nn)
+            struct listed *nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+            if (!nv)
                 break;
-            names = nn;
+            v = nv;
         }
         size_t l = strlen(de->d_name);
-        if (!(names[n] = malloc(l + 2)))
+        int isdir = ok ? S_ISDIR(st.st_mode) : de->d_type == DT_DIR;
+        if (!(v[n].name = malloc(l + 2)))
             break;
-        memcpy(names[n], de->d_name, l);
-        names[n][l] = isdir ? '/' : '\0';
-        names[n][l + 1] = '\0';
+        memcpy(v[n].name, de->d_name, l);
+        v[n].name[l] = isdir ? '/' : '\0';
+        v[n].name[l + 1] = '\0';
+        v[n].dir = isdir;
+        v[n].size = ok ? st.st_size : -1;
+        v[n].mtime = ok ? st.st_mtime : 0;
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
+    qsort(v, n, sizeof *v, cmp_listed);
     struct sbuf sb = {0};
     sb_adds(&sb, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
     sb_add_html(&sb, r->path, strlen(r->path));
-    sb_adds(&sb, "</title></head><body><h1>Index of ");
+    sb_adds(&sb, "</title><style>body{font-family:sans-serif}td,th{padding:2px 12px;"
+                 "text-align:left}td.n{text-align:right}</style></head><body><h1>Index of ");
     sb_add_html(&sb, r->path, strlen(r->path));
-    sb_adds(&sb, "</h1><ul>\n");
+    sb_adds(&sb, "</h1><table>\n<tr><th>Name</th><th>Last modified</th><th>Size</th></tr>\n");
     for (size_t i = 0; i < n; i++) {
-        sb_adds(&sb, "<li><a href=\"");
+        sb_adds(&sb, "<tr><td><a href=\"");
         struct sbuf href = {0};
-        sb_add_urlpath(&href, names[i], strlen(names[i]));
+        sb_add_urlpath(&href, v[i].name, strlen(v[i].name));
         sb_add_html(&sb, href.p ? href.p : "", href.len);
         sb_free(&href);
         sb_adds(&sb, "\">");
-        sb_add_html(&sb, names[i], strlen(names[i]));
-        sb_adds(&sb, "</a></li>\n");
-        free(names[i]);
+        sb_add_html(&sb, v[i].name, strlen(v[i].name));
+        sb_adds(&sb, "</a></td><td>");
+        struct tm tm;
+        char when[32] = "-";
+        if (v[i].mtime && gmtime_r(&v[i].mtime, &tm))
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+        sb_adds(&sb, when);
+        if (v[i].dir || v[i].size < 0) {
+            sb_adds(&sb, "</td><td class=\"n\">-</td></tr>\n");
+        } else {
+            sb_addf(&sb, "</td><td class=\"n\" title=\"%lld bytes\">", (long long)v[i].size);
+            human_size(&sb, v[i].size);
+            sb_adds(&sb, "</td></tr>\n");
+        }
+        free(v[i].name);
     }
-    free(names);
-    sb_adds(&sb, "</ul></body></html>\n");
+    free(v);
+    sb_adds(&sb, "</table></body></html>\n");
     if (sb.failed) {
         http_error(r, 500, NULL);
     } else {
