@@ -246,26 +246,57 @@ static void cmd_config(struct admin_session *s, int argc, char **argv)
     admin_send_sb(s, 200, &sb);
 }
 
+/* The console's routine lines (sessions opening and authenticating, each
+ * command run) would otherwise fill the tail that the console itself asks
+ * for; what commands do (workers set, kill, ...) is logged apart and kept. */
+static int console_routine(const char *line)
+{
+    return strstr(line, ": admin session ") || strstr(line, ": admin command: ");
+}
+
+struct tail {
+    struct sbuf sb;
+    size_t *ends; /* where each kept line ends in sb */
+    size_t n;
+    int all;
+};
+
 static void tail_line(void *arg, const char *line)
 {
-    sb_adds(arg, line);
-    sb_adds(arg, "\n");
+    struct tail *t = arg;
+    if (!t->all && console_routine(line))
+        return;
+    sb_adds(&t->sb, line);
+    sb_adds(&t->sb, "\n");
+    t->ends[t->n++] = t->sb.len;
 }
 
 static void cmd_log(struct admin_session *s, int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "tail") == 0 && argc <= 3) {
+    if (argc >= 2 && strcmp(argv[1], "tail") == 0 && argc <= 4) {
         long n = 20;
-        if (argc == 3) {
+        int all = 0;
+        for (int i = 2; i < argc; i++) {
             char *end;
-            n = strtol(argv[2], &end, 10);
+            if (strcmp(argv[i], "all") == 0) {
+                all = 1;
+                continue;
+            }
+            n = strtol(argv[i], &end, 10);
             if (*end || n < 1 || n > 256) {
-                admin_replyf(s, 400, "usage: log tail [N]  (N from 1 to 256)\n");
+                admin_replyf(s, 400,
+                             "usage: log tail [N] [all]  (N from 1 to 256; all: with "
+                             "the console's own lines)\n");
                 return;
             }
         }
+        size_t ends[256];
+        struct tail t = {.ends = ends, .all = all};
+        log_tail(256, tail_line, &t); /* the whole ring, then its last n kept lines */
+        size_t from = t.n > (size_t)n ? ends[t.n - (size_t)n - 1] : 0;
         struct sbuf sb = {0};
-        log_tail((size_t)n, tail_line, &sb);
+        sb_add(&sb, t.sb.p ? t.sb.p + from : "", t.sb.len - from);
+        sb_free(&t.sb);
         admin_send_sb(s, 200, &sb);
         return;
     }
@@ -291,7 +322,7 @@ static void cmd_log(struct admin_session *s, int argc, char **argv)
             admin_replyf(s, 200, "log files reopened\n");
         return;
     }
-    admin_replyf(s, 400, "usage: log level LEVEL | log reopen | log tail [N]\n");
+    admin_replyf(s, 400, "usage: log level LEVEL | log reopen | log tail [N] [all]\n");
 }
 
 int admin_query_format(const struct admin_query *q, struct sbuf *out)
@@ -423,7 +454,7 @@ const struct admin_command admin_commands[] = {
     {"stats", MODULE_OPERATOR, "stats [json]",
      "every figure, of every module (JSON: as /status.json)", cmd_stats},
     {"config", MODULE_OPERATOR, "config", "the active configuration", cmd_config},
-    {"log", MODULE_OPERATOR, "log tail [N] | level L | reopen",
+    {"log", MODULE_OPERATOR, "log tail [N] [all] | level L | reopen",
      "recent lines (level, reopen: admin)", cmd_log},
     {"conns", MODULE_OPERATOR, "conns [WORKER] [SERVICE] [json]", "open connections", cmd_conns},
     {"kill", MODULE_ADMIN, "kill ID", "close one connection", cmd_kill},

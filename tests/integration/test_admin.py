@@ -98,8 +98,12 @@ def test_framing_and_every_read_only_command(env):
     assert stats["http"]["servers"][0]["name"] == "web" and "chat" in stats
     st, body = a.cmd("config")
     assert st == 200 and "admin.secret" in body and admin_secret not in body
-    st, body = a.cmd("log tail 5")
+    st, body = a.cmd("log tail 5 all")
     assert st == 200 and len(body.strip().splitlines()) == 5
+    assert "admin command: log tail" in body  # all: the console's own lines too
+    st, body = a.cmd("log tail 256")
+    assert st == 200 and "listening" in body  # the server's own log, not the console's
+    assert "admin command:" not in body and "admin session" not in body, body
 
 
 def test_conns_kill_and_chat_commands(env):
