@@ -371,12 +371,19 @@ static void run_command(struct admin_session *s, int argc, char **argv)
 void admin_help(struct admin_session *s)
 {
     struct sbuf sb = {0};
-    sb_adds(&sb, "commands (level; listing commands take a trailing 'json'):\n");
+    /* The usage column is as wide as the widest usage, every module's too. */
+    int w = 0;
     for (const struct admin_command *c = admin_commands; c->name; c++)
-        sb_addf(&sb, "  %-34s %-8s %s\n", c->usage, admin_level_names[c->level], c->help);
+        w = (int)strlen(c->usage) > w ? (int)strlen(c->usage) : w;
     for (unsigned i = 1; i <= module_count(); i++)
         for (const struct module_command *c = module_at(i)->commands; c && c->name; c++)
-            sb_addf(&sb, "  %-34s %-8s %s\n", c->usage, admin_level_names[c->level], c->help);
+            w = (int)strlen(c->usage) > w ? (int)strlen(c->usage) : w;
+    sb_adds(&sb, "commands (level; listing commands take a trailing 'json'):\n");
+    for (const struct admin_command *c = admin_commands; c->name; c++)
+        sb_addf(&sb, "  %-*s  %-8s %s\n", w, c->usage, admin_level_names[c->level], c->help);
+    for (unsigned i = 1; i <= module_count(); i++)
+        for (const struct module_command *c = module_at(i)->commands; c && c->name; c++)
+            sb_addf(&sb, "  %-*s  %-8s %s\n", w, c->usage, admin_level_names[c->level], c->help);
     admin_send_sb(s, 200, &sb);
 }
 

@@ -69,6 +69,11 @@ def test_framing_and_every_read_only_command(env):
               "http servers", "chat who",
               "chat", "shutdown", "quit"]:
         assert c in body, c
+    # the table's columns line up: every level word starts at the same column
+    levels = (" operator ", " admin ", " any ")
+    cols = {min(line.find(lvl) for lvl in levels if lvl in line)
+            for line in body.splitlines()[1:] if any(lvl in line for lvl in levels)}
+    assert len(cols) == 1, body
     st, body = a.cmd("info")
     assert st == 200 and "pid" in body and "uptime" in body
     st, body = a.cmd("info json")
