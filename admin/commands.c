@@ -407,6 +407,27 @@ static void cmd_kill(struct admin_session *s, int argc, char **argv)
     admin_ask(s, ADMIN_Q_KILL, 0, id, NULL, argv[1], 0);
 }
 
+/* A test hook, off unless medusad runs with MEDUSA_TEST_HOOKS=1: block one
+ * worker's event loop, as a wedged worker would (the watchdog's test). */
+static void cmd_debug(struct admin_session *s, int argc, char **argv)
+{
+    char *e1 = NULL, *e2 = NULL;
+    long id = argc == 4 ? strtol(argv[2], &e1, 10) : 0;
+    long ms = argc == 4 ? strtol(argv[3], &e2, 10) : 0;
+    if (!getenv("MEDUSA_TEST_HOOKS")) {
+        admin_replyf(s, 400, "test hooks are off (MEDUSA_TEST_HOOKS=1 turns them on)\n");
+        return;
+    }
+    if (argc != 4 || strcmp(argv[1], "stall") != 0 || *e1 || *e2 || id < 1 ||
+        id > BUS_MAX_WORKERS || !bus_is_live((int)id) || ms < 1 || ms > 60000) {
+        admin_replyf(s, 400, "usage: debug stall WORKER MILLISECONDS\n");
+        return;
+    }
+    struct msg m = {.type = MSG_STALL, .a = (uint64_t)ms};
+    bus_send((int)id, &m);
+    admin_replyf(s, 200, "worker %ld stalls for %ld ms\n", id, ms);
+}
+
 static void cmd_listener(struct admin_session *s, int argc, char **argv)
 {
     int on = argc == 3 && strcmp(argv[1], "enable") == 0;
@@ -463,5 +484,7 @@ const struct admin_command admin_commands[] = {
     {"reload", MODULE_ADMIN, "reload", "reload the configuration; says the outcome", cmd_reload},
     {"shutdown", MODULE_ADMIN, "shutdown [graceful|now]", "stop the server", cmd_shutdown},
     {"quit", MODULE_ANYONE, "quit", "end this session", cmd_quit},
+    {"debug", MODULE_ADMIN, "debug stall WORKER MS", "test hook (only with MEDUSA_TEST_HOOKS=1)",
+     cmd_debug},
     {NULL, 0, NULL, NULL, NULL},
 };

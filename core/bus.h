@@ -44,6 +44,9 @@ enum core_msg {
     MSG_WORKER_EXITED, /* to supervisor: from = worker id */
     MSG_DRAIN,         /* to worker: leave within a ms; b = DRAIN_* flags */
     MSG_CONN_MOVE,     /* worker -> supervisor -> worker: ptr = struct conn_move * */
+    MSG_PING,          /* to worker: a = sequence; answered from its loop with MSG_PONG */
+    MSG_PONG,          /* to supervisor: a = the ping's sequence */
+    MSG_STALL,         /* to worker, test hook (MEDUSA_TEST_HOOKS=1): block the loop a ms */
 };
 
 /* MSG_DRAIN: what the leaving worker does with its TCP listening sockets. */

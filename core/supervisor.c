@@ -256,7 +256,7 @@ static void apply_log(const struct config *cfg)
 
 static int reload(struct supervisor *s, char *err, size_t errlen)
 {
-    sd_notify(0, "RELOADING=1");
+    notify_reloading();
     log_info(NULL, "reloading %s", s->config_path);
     struct config *cfg = config_load(s->config_path, err, errlen);
     struct pending_open *opened = NULL;
@@ -284,7 +284,8 @@ static int reload(struct supervisor *s, char *err, size_t errlen)
         if (module_at(i)->sup_config && s->mstate[i])
             module_at(i)->sup_config(s->mstate[i], cfg);
     log_info(NULL, "configuration reloaded (snapshot %lu)", cfg->generation);
-    sd_notify(0, "READY=1\nSTATUS=running");
+    s->status[0] = '\0'; /* the next tick says it again */
+    sd_notify(0, "READY=1");
     return 0;
 }
 
@@ -409,6 +410,9 @@ static void dispatch(struct msg *m, void *arg)
     case MSG_CONN_MOVE:
         scaling_on_conn_move(s, m);
         return;
+    case MSG_PONG:
+        notify_pong(s, m->from, m->a);
+        break;
     default:
         log_error(NULL, "unexpected message type %u from thread %u", m->type, m->from);
     }
@@ -588,11 +592,12 @@ int supervisor_run(const char *config_path, int workers_override)
     }
     log_info(NULL, "medusad started: %d worker%s, pid %d", s->nworkers, s->nworkers == 1 ? "" : "s",
              (int)getpid());
-    sd_notifyf(0, "READY=1\nSTATUS=running, %d workers\nMAINPID=%d", s->nworkers, (int)getpid());
+    notify_start(s); /* READY=1 once every worker has answered */
     status = 0;
 run:
     if (s->running)
         event_base_dispatch(s->base);
+    notify_stop(s);
     modules_stop(s);
 out_workers:
     /* Workers that never started are freed without a join. */

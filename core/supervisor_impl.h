@@ -56,12 +56,26 @@ struct supervisor {
     int stats_pending;
     uint8_t stats_asked[BUS_MAX_WORKERS + 1];
     struct worker_stats_snapshot stats_total;
+    /* systemd (notify.c): READY once every worker has answered a ping sent
+     * after its listeners; WATCHDOG only while every loop answers; STATUS. */
+    struct event *notify_ev;
+    uint64_t ping_seq;
+    uint64_t pinged[BUS_MAX_WORKERS + 1], ponged[BUS_MAX_WORKERS + 1];
+    int ready_pending;
+    uint64_t watchdog_usec;
+    char status[160];
 };
 
 static inline struct sup_listener *sup_listener_of(struct list *pos)
 {
     return list_entry(pos, struct sup_listener, node);
 }
+
+/* notify.c: systemd's view (sd_notify) */
+void notify_start(struct supervisor *s);
+void notify_pong(struct supervisor *s, int worker, uint64_t seq);
+void notify_reloading(void);
+void notify_stop(struct supervisor *s);
 
 /* supervisor.c */
 int sup_nrunning(const struct supervisor *s);

@@ -744,6 +744,18 @@ static void dispatch(struct msg *m, void *arg)
     case MSG_CONN_MOVE:
         conn_adopt(w, m->ptr);
         return;
+    case MSG_PING: { /* answered from the loop: a wedged loop does not answer */
+        struct msg pong = {.type = MSG_PONG, .from = (uint16_t)w->id, .a = m->a};
+        bus_send(BUS_SUPERVISOR, &pong);
+        break;
+    }
+    case MSG_STALL:
+        if (getenv("MEDUSA_TEST_HOOKS")) { /* tests of the watchdog only */
+            log_warn(NULL, "stalling the event loop for %llu ms (test hook)",
+                     (unsigned long long)m->a);
+            usleep((useconds_t)(m->a * 1000));
+        }
+        break;
     default:
         log_error(NULL, "unknown message type %u from thread %u", m->type, m->from);
     }
