@@ -54,5 +54,15 @@ def test_metrics_parse_typed_once_and_sum_right():
             assert fam in by, (fam, sorted(by))
         assert by["medusa_echo_bytes_echoed"].samples[0].value == 3
         assert by["medusa_chat_room_users"].type == "gauge"
+        # the status page: every protocol in a table, human units, refresh on request
+        st, h, body = curl("http://127.0.0.1:%d/status?refresh=5" % port)[:3]
+        page = body.decode()
+        assert st == 200 and '<meta http-equiv="refresh" content="5">' in page
+        for section in ("<h2>Workers</h2>", "<h2>HTTP</h2>", "<h2>Upstreams</h2>", "<h2>chat</h2>",
+                        "<h2>echo</h2>", "<h2>ftp</h2>"):
+            assert section in page, section
+        assert "<th>bytes echoed</th>" in page and 'title="3 bytes">3 B<' in page
+        assert " KiB<" in page and "refresh" in page
+        assert "http-equiv" not in curl("http://127.0.0.1:%d/status" % port)[2].decode()
     finally:
         s.stop()

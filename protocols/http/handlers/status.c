@@ -84,19 +84,54 @@ static void json_server(struct sbuf *sb, const char *name, const struct srv_sum 
     sb_adds(sb, "}}");
 }
 
+/* 1023 B, 1.5 KiB, 12 MiB. */
+static void human_bytes(struct sbuf *sb, uint64_t n)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 5)
+        v /= 1024, u++;
+    if (u == 0)
+        sb_addf(sb, "%llu B", (unsigned long long)n);
+    else
+        sb_addf(sb, v < 10 ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+/* 45 s, 12 min 3 s, 5 h 2 min, 3 d 4 h. */
+static void human_duration(struct sbuf *sb, long long s)
+{
+    if (s < 60)
+        sb_addf(sb, "%lld s", s);
+    else if (s < 3600)
+        sb_addf(sb, "%lld min %lld s", s / 60, s % 60);
+    else if (s < 86400)
+        sb_addf(sb, "%lld h %lld min", s / 3600, s % 3600 / 60);
+    else
+        sb_addf(sb, "%lld d %lld h", s / 86400, s % 86400 / 3600);
+}
+
+static void td_bytes(struct sbuf *sb, uint64_t n)
+{
+    sb_addf(sb, "<td title=\"%llu bytes\">", (unsigned long long)n);
+    human_bytes(sb, n);
+    sb_adds(sb, "</td>");
+}
+
 static void html_row(struct sbuf *sb, const char *label, const struct srv_sum *s)
 {
-    sb_adds(sb, "<tr><td>");
+    sb_adds(sb, label[0] == ' ' ? "<tr class=\"sub\"><td class=\"l\">" : "<tr><td class=\"l\">");
     sb_add_html(sb, label, strlen(label));
     sb_addf(sb, "</td><td>%llu</td><td>%llu</td><td>%llu</td>", (unsigned long long)s->active,
             (unsigned long long)s->accepted, (unsigned long long)s->requests);
     for (int i = 1; i < 6; i++)
         sb_addf(sb, "<td>%llu</td>", (unsigned long long)s->status[i]);
-    sb_addf(sb, "<td>%llu</td><td>%llu</td><td>", (unsigned long long)s->bytes_in,
-            (unsigned long long)s->bytes_out);
+    td_bytes(sb, s->bytes_in);
+    td_bytes(sb, s->bytes_out);
+    sb_adds(sb, "<td class=\"l\">");
     for (int i = 0; i < HT_COUNT; i++)
         if (s->hits[i])
-            sb_addf(sb, "%s %llu ", type_names[i], (unsigned long long)s->hits[i]);
+            sb_addf(sb, "%s&nbsp;%llu ", type_names[i], (unsigned long long)s->hits[i]);
     sb_adds(sb, "</td></tr>\n");
 }
 
@@ -281,7 +316,55 @@ static void prom_page(const struct config *cfg, struct sbuf *sb)
 
 /* The page: HTML or Prometheus text. (JSON is every module's figures:
  * stats_report.) */
-static void build(enum status_format fmt, const struct config *cfg, struct sbuf *sb)
+/* A module's flat JSON object ({"name":number,...}) as a one-row table;
+ * byte counts in human units. Anything else is shown as it is. */
+static void module_table(struct sbuf *sb, const char *js, size_t len)
+{
+    struct sbuf head = {0}, row = {0};
+    const char *p = js, *end = js + len;
+    int ok = len && *p == '{';
+    for (p++; ok && p < end && *p != '}';) {
+        if (*p == ',')
+            p++;
+        const char *k = p + 1, *q = *p == '"' ? memchr(k, '"', (size_t)(end - k)) : NULL;
+        char *num_end;
+        if (!q || q + 1 >= end || q[1] != ':') {
+            ok = 0;
+            break;
+        }
+        unsigned long long v = strtoull(q + 2, &num_end, 10);
+        if (num_end == q + 2) {
+            ok = 0;
+            break;
+        }
+        sb_adds(&head, "<th>");
+        for (const char *c = k; c < q; c++)
+            sb_add(&head, *c == '_' ? " " : c, 1);
+        sb_adds(&head, "</th>");
+        if ((q - k >= 5 && memcmp(k, "bytes", 5) == 0) ||
+            (q - k >= 5 && memcmp(q - 5, "bytes", 5) == 0) ||
+            (q - k >= 7 && (memcmp(q - 7, "_echoed", 7) == 0)))
+            td_bytes(&row, v);
+        else
+            sb_addf(&row, "<td>%llu</td>", v);
+        p = num_end;
+    }
+    if (ok && head.len) {
+        sb_adds(sb, "<table><tr>");
+        sb_add(sb, head.p, head.len);
+        sb_adds(sb, "</tr><tr>");
+        sb_add(sb, row.p, row.len);
+        sb_adds(sb, "</tr></table>\n");
+    } else {
+        sb_adds(sb, "<pre>");
+        sb_add_html(sb, js, len);
+        sb_adds(sb, "</pre>\n");
+    }
+    sb_free(&head);
+    sb_free(&row);
+}
+
+static void build(enum status_format fmt, const struct config *cfg, struct sbuf *sb, int refresh)
 {
     if (fmt == PROM) {
         prom_page(cfg, sb);
@@ -289,55 +372,103 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
     }
     long long uptime = (long long)time(NULL) - stats_started();
     int maxw = bus_max_worker();
-
+    struct worker_stats_snapshot total = {0};
+    int live = 0;
+    for (int w = 1; w <= BUS_MAX_WORKERS; w++) {
+        struct worker_stats_snapshot ws;
+        stats_read(w, &ws);
+        stats_sum(&total, &ws); /* workers that left count too */
+        live += w <= maxw && bus_is_live(w);
+    }
+    sb_adds(sb, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                "<meta name=\"viewport\" content=\"width=device-width\">");
+    if (refresh)
+        sb_addf(sb, "<meta http-equiv=\"refresh\" content=\"%d\">", refresh);
+    sb_adds(sb, "<title>medusa status</title><style>"
+                "body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}"
+                "header{background:#1d2330;color:#fff;padding:14px 24px;display:flex;"
+                "align-items:baseline;gap:24px;flex-wrap:wrap}header h1{font-size:20px;margin:0}"
+                "header a{color:#9ecbff}main{padding:8px 24px 24px}"
+                ".cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}"
+                ".card{background:#fff;border-radius:6px;padding:10px 16px;min-width:120px;"
+                "box-shadow:0 1px 2px #0002}.card b{display:block;font-size:22px}"
+                "h2{font-size:16px;margin:22px 0 6px}"
+                "table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;"
+                "border-radius:6px}th,td{padding:4px 12px;text-align:right;white-space:nowrap}"
+                "th{background:#e8ebf0;font-weight:600}td.l,th.l{text-align:left}"
+                "tr:nth-child(even) td{background:#fafbfc}tr.sub td{color:#667;font-size:13px}"
+                ".up{color:#17803d}.down{color:#c0262d}.disabled{color:#a15c00}"
+                "</style></head><body><header><h1>medusa</h1>");
+    sb_addf(sb, "<span>version %s</span><span>pid %d</span><span>up ", MEDUSA_VERSION,
+            (int)getpid());
+    human_duration(sb, uptime);
+    sb_addf(sb, "</span><span>refresh: %s | %s | %s</span></header><main>",
+            refresh ? "<a href=\"?\">off</a>" : "off",
+            refresh == 5 ? "5 s" : "<a href=\"?refresh=5\">5 s</a>",
+            refresh == 30 ? "30 s" : "<a href=\"?refresh=30\">30 s</a>");
     sb_addf(sb,
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>medusa status</title>"
-            "<style>td,th{padding:2px 8px;text-align:right}</style></head><body>"
-            "<h1>medusa %s</h1><p>pid %d, up %lld s</p><h2>Workers</h2><table>"
-            "<tr><th>worker</th><th>active</th><th>accepted</th><th>closed</th>"
-            "<th>bytes in</th><th>bytes out</th><th>errors</th></tr>\n",
-            MEDUSA_VERSION, (int)getpid(), uptime);
+            "<div class=\"cards\"><div class=\"card\"><b>%d</b>workers</div>"
+            "<div class=\"card\"><b>%llu</b>open connection%s</div>"
+            "<div class=\"card\"><b>%llu</b>accepted</div>"
+            "<div class=\"card\"><b>%llu</b>requests and lines</div>"
+            "<div class=\"card\"><b>",
+            live, (unsigned long long)total.active, total.active == 1 ? "" : "s",
+            (unsigned long long)total.accepted, (unsigned long long)total.requests);
+    human_bytes(sb, total.bytes_in);
+    sb_adds(sb, "</b>in</div><div class=\"card\"><b>");
+    human_bytes(sb, total.bytes_out);
+    sb_adds(sb, "</b>out</div></div>");
+    sb_adds(sb, "<h2>Workers</h2><table><tr><th>worker</th><th>open</th><th>accepted</th>"
+                "<th>closed</th><th>in</th><th>out</th><th>errors</th><th>moved in/out</th>"
+                "<th>loop lag</th></tr>\n");
     for (int w = 1; w <= maxw; w++) {
         if (!bus_is_live(w))
             continue;
         struct worker_stats_snapshot ws;
         stats_read(w, &ws);
-        unsigned long long acc = ws.accepted, act = ws.active, clo = ws.closed, bin = ws.bytes_in,
-                           bout = ws.bytes_out, err = ws.errors;
-        sb_addf(sb,
-                "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
-                "<td>%llu</td><td>%llu</td></tr>\n",
-                w, act, acc, clo, bin, bout, err);
+        sb_addf(sb, "<tr><td>%d</td><td>%llu</td><td>%llu</td><td>%llu</td>", w,
+                (unsigned long long)ws.active, (unsigned long long)ws.accepted,
+                (unsigned long long)ws.closed);
+        td_bytes(sb, ws.bytes_in);
+        td_bytes(sb, ws.bytes_out);
+        sb_addf(sb, "<td>%llu</td><td>%llu / %llu</td><td>%.1f ms</td></tr>\n",
+                (unsigned long long)ws.errors, (unsigned long long)ws.moved_in,
+                (unsigned long long)ws.moved_out, (double)ws.lag_us / 1000);
     }
-    sb_adds(sb, "</table><h2>HTTP servers</h2><table><tr><th>server</th><th>active</th>"
+    sb_adds(sb, "</table><h2>HTTP</h2><table><tr><th class=\"l\">server</th><th>open</th>"
                 "<th>accepted</th><th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th>"
-                "<th>4xx</th><th>5xx</th><th>bytes in</th><th>bytes out</th>"
-                "<th>handler hits</th></tr>\n");
+                "<th>4xx</th><th>5xx</th><th>in</th><th>out</th>"
+                "<th class=\"l\">handler hits</th></tr>\n");
     servers(fmt, cfg, sb);
     sb_adds(sb, "</table>\n");
-    struct sbuf up = {0};
-    px_stats(cfg, 0, &up);
-    if (up.len) {
-        sb_adds(sb, "<h2>Upstreams</h2><pre>");
-        sb_add_html(sb, up.p, up.len);
-        sb_adds(sb, "</pre>\n");
-    }
-    sb_free(&up);
-    /* The other modules' figures, as they give them. */
+    px_stats(cfg, 3, sb); /* the proxy's upstreams, when there are */
+    /* The other modules: a table of each one's figures (its JSON object). */
     for (unsigned i = 1; i <= module_count(); i++) {
         const struct module *m = module_at(i);
         if (m == &http_module || !m->stats)
             continue;
-        struct sbuf text = {0};
-        m->stats(cfg, MODULE_STATS_TEXT, &text);
+        struct sbuf js = {0};
+        m->stats(cfg, MODULE_STATS_JSON, &js);
         sb_adds(sb, "<h2>");
         sb_add_html(sb, m->name, strlen(m->name));
-        sb_adds(sb, "</h2><pre>");
-        sb_add_html(sb, text.p ? text.p : "", text.len);
-        sb_adds(sb, "</pre>\n");
-        sb_free(&text);
+        sb_adds(sb, "</h2>");
+        module_table(sb, js.p ? js.p : "", js.len);
+        sb_free(&js);
     }
-    sb_adds(sb, "</body></html>\n");
+    sb_adds(sb, "</main></body></html>\n");
+}
+
+/* ?refresh=N (1 to 3600 s): the page reloads itself. */
+static int refresh_of(const struct http_req *r)
+{
+    const char *q = r->query.p;
+    size_t n = r->query.len;
+    if (!q || n < 9 || strncmp(q, "refresh=", 8) != 0)
+        return 0;
+    int v = 0;
+    for (size_t i = 8; i < n && i < 13 && q[i] >= '0' && q[i] <= '9'; i++)
+        v = v * 10 + (q[i] - '0');
+    return v >= 1 && v <= 3600 ? v : 0;
 }
 
 static enum http_action status_on_req(struct http_handler *h, struct http_req *r)
@@ -354,7 +485,7 @@ static enum http_action status_on_req(struct http_handler *h, struct http_req *r
     if (fmt == JSON)
         stats_report(r->c->cfg, MODULE_STATS_JSON, &sb);
     else
-        build(fmt, r->c->cfg, &sb);
+        build(fmt, r->c->cfg, &sb, refresh_of(r));
     if (sb.failed) {
         http_error(r, 500, NULL);
     } else {

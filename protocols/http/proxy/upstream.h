@@ -158,5 +158,6 @@ void px_sup_free(struct px_sup *ps);
 void px_sup_message(struct px_sup *ps, struct msg *m);
 int px_cmd_upstreams(struct px_sup *ps, int argc, char **argv, struct sbuf *out);
 int px_cmd_upstream(struct px_sup *ps, int argc, char **argv, struct sbuf *out);
-/* The figures (any thread): text or one JSON object. */
-void px_stats(const struct config *cfg, int json, struct sbuf *sb);
+/* The figures (any thread): fmt 0 text, 1 a JSON array, 2 Prometheus
+ * families, 3 the status page's HTML table. */
+void px_stats(const struct config *cfg, int fmt, struct sbuf *sb);

@@ -524,9 +524,58 @@ int px_cmd_upstream(struct px_sup *ps, int argc, char **argv, struct sbuf *out)
 
 /* ---- figures (any thread) ---- */
 
+/* The status page's table (fmt 3). */
+static void html_table(const struct px_section *sec, struct sbuf *sb)
+{
+    if (!sec || !sec->nups)
+        return;
+    sb_adds(sb, "<h2>Upstreams</h2><table><tr><th class=\"l\">upstream</th>"
+                "<th class=\"l\">server</th><th class=\"l\">state</th><th>active</th>"
+                "<th>idle</th><th>requests</th><th>failures</th><th class=\"l\">last error</th>"
+                "</tr>\n");
+    for (size_t i = 0; i < sec->nups; i++)
+        for (size_t k = 0; k < sec->ups[i].nservers; k++) {
+            const struct px_server *s = &sec->ups[i].servers[k];
+            const struct px_rec *rec = s->rec;
+            uint64_t v[4] = {0}, last = 0, last_ms = 0;
+            for (int w = 1; w <= bus_max_worker(); w++) {
+                const struct px_slot *sl = &rec->slots[w];
+                v[0] += atomic_load_explicit(&sl->active, memory_order_relaxed);
+                v[1] += atomic_load_explicit(&sl->idle, memory_order_relaxed);
+                v[2] += atomic_load_explicit(&sl->requests, memory_order_relaxed);
+                v[3] += atomic_load_explicit(&sl->failures, memory_order_relaxed);
+                uint64_t lm = atomic_load_explicit(&sl->last_err_ms, memory_order_relaxed);
+                if (lm > last_ms) {
+                    last_ms = lm;
+                    last = atomic_load_explicit(&sl->last_err, memory_order_relaxed);
+                }
+            }
+            const char *st =
+                state_name(atomic_load_explicit(&pub_state[rec->id], memory_order_relaxed));
+            sb_adds(sb, "<tr><td class=\"l\">");
+            sb_add_html(sb, sec->ups[i].name, strlen(sec->ups[i].name));
+            sb_adds(sb, "</td><td class=\"l\">");
+            sb_add_html(sb, s->text, strlen(s->text));
+            sb_addf(sb,
+                    "</td><td class=\"l %s\">%s</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+                    "<td>%llu</td><td class=\"l\">",
+                    st, st, (unsigned long long)v[0], (unsigned long long)v[1],
+                    (unsigned long long)v[2], (unsigned long long)v[3]);
+            if (last)
+                sb_addf(sb, "%s, %llu s ago", px_err_text((enum px_err)last),
+                        (unsigned long long)((wall_ms() - last_ms + 500) / 1000));
+            sb_adds(sb, "</td></tr>\n");
+        }
+    sb_adds(sb, "</table>\n");
+}
+
 void px_stats(const struct config *cfg, int fmt, struct sbuf *sb)
 {
     const struct px_section *sec = config_section(cfg, &http_module);
+    if (fmt == 3) {
+        html_table(sec, sb);
+        return;
+    }
     if (fmt == 1) {
         sb_adds(sb, "[");
         int first = 1;
