@@ -1,7 +1,9 @@
 """/metrics as Prometheus's own client library parses it (Debian's
 python3-prometheus-client): every family typed, each once, HTTP totals that
 sum() to the truth across workers, and families for every protocol."""
+import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -39,6 +41,10 @@ def test_metrics_parse_typed_once_and_sum_right():
         untyped = [f.name for f in families if f.type == "unknown"]
         assert not untyped, untyped
         by = {f.name: f for f in families}
+        if shutil.which("promtool"):  # Debian's prometheus package, when installed
+            lint = subprocess.run(["promtool", "check", "metrics"], input=body,
+                                  capture_output=True)
+            assert lint.returncode == 0 and not lint.stdout.strip(), lint
         # totals only: sum() over every series of the family is the truth
         ok = sum(smp.value for smp in by["medusa_http_responses"].samples
                  if smp.name == "medusa_http_responses_total" and smp.labels["class"] == "2xx")
