@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -61,18 +62,25 @@ static int check_binds(const struct config *c)
                 continue;
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+            if (a->family == AF_INET6) /* as the listeners bind */
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
             if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
                 int e = errno, line = 0;
                 const char *at = c->text ? strstr(c->text, a->text) : NULL;
                 for (const char *p = c->text; at && p <= at; p++)
                     line += p == c->text || p[-1] == '\n';
-                fprintf(stderr, "%s:%d: listen %s: cannot bind: %s%s\n", c->path, line, a->text,
-                        strerror(e),
-                        e == EADDRINUSE      ? " (another program listens there)"
+                /* In use or not permitted may be this very server, running
+                 * as another user (SO_REUSEPORT shares only within one user):
+                 * said, not fatal. An address this host lacks is fatal. */
+                int fatal = e != EADDRINUSE && e != EACCES;
+                fprintf(stderr, "%s:%d: %slisten %s: cannot bind: %s%s\n", c->path, line,
+                        fatal ? "" : "warning: ", a->text, strerror(e),
+                        e == EADDRINUSE
+                            ? " (another program, or this server running as another user)"
                         : e == EADDRNOTAVAIL ? " (not an address of this host)"
                         : e == EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                                       : "");
-                bad = 1;
+                bad |= fatal;
             }
             close(fd);
         }

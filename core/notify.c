@@ -7,8 +7,9 @@
  *   - READY=1 is sent once every worker has answered a ping sent after the
  *     listeners: messages are handled in order, so each worker then serves
  *     every listener;
- *   - WATCHDOG=1 is sent only when every worker answered the previous
- *     tick's ping: a wedged loop stops it, and systemd restarts the service;
+ *   - WATCHDOG=1 is sent only while every worker has answered some ping
+ *     within half of WatchdogSec: a busy loop still answers, a wedged one
+ *     does not, and systemd restarts the service;
  *   - STATUS= says workers and open connections, when that changes.
  * RELOADING=1 (with MONOTONIC_USEC) and STOPPING=1 come from the reload and
  * the stop.
@@ -26,14 +27,39 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Did every worker that got the last ping answer it? */
-static int all_answered(const struct supervisor *s)
+static uint64_t now_us(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The watchdog is fed while every worker has answered some ping within
+ * half of WatchdogSec: a loop that is merely busy still answers, one that
+ * is wedged does not. */
+static int all_alive(const struct supervisor *s, uint64_t now, int warn)
+{
+    int ok = 1;
     for (int i = 0; i < s->nworkers; i++) {
         int id = s->workers[i]->id;
-        if (s->pinged[id] == s->ping_seq && s->ponged[id] != s->ping_seq)
-            return 0;
+        if (s->last_ok[id] && now - s->last_ok[id] > s->watchdog_usec / 2) {
+            if (warn)
+                log_warn(NULL,
+                         "worker %d has not answered for %llu ms: the systemd watchdog "
+                         "is not fed",
+                         id, (unsigned long long)(now - s->last_ok[id]) / 1000);
+            ok = 0;
+        }
     }
+    return ok;
+}
+
+/* Has every worker answered a ping sent after the listeners? */
+static int all_ready(const struct supervisor *s)
+{
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->ponged[s->workers[i]->id] < s->ready_seq)
+            return 0;
     return 1;
 }
 
@@ -59,7 +85,7 @@ static void update_status(struct supervisor *s)
 
 static void ready_if_answered(struct supervisor *s)
 {
-    if (!s->ready_pending || !all_answered(s))
+    if (!s->ready_pending || !all_ready(s))
         return;
     s->ready_pending = 0;
     s->status[0] = '\0';
@@ -70,10 +96,12 @@ static void ready_if_answered(struct supervisor *s)
 static void ping_all(struct supervisor *s)
 {
     s->ping_seq++;
+    uint64_t now = now_us();
     for (int i = 0; i < s->nworkers; i++) {
         int id = s->workers[i]->id;
         struct msg m = {.type = MSG_PING, .a = s->ping_seq};
-        s->pinged[id] = s->ping_seq;
+        if (!s->last_ok[id]) /* a new worker: it has until then to answer */
+            s->last_ok[id] = now;
         bus_send(id, &m);
     }
 }
@@ -83,18 +111,8 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct supervisor *s = arg;
-    if (s->watchdog_usec && !s->ready_pending && !s->stopping) {
-        if (all_answered(s)) {
-            sd_notify(0, "WATCHDOG=1");
-        } else {
-            for (int i = 0; i < s->nworkers; i++) {
-                int id = s->workers[i]->id;
-                if (s->pinged[id] == s->ping_seq && s->ponged[id] != s->ping_seq)
-                    log_warn(NULL, "worker %d does not answer: the systemd watchdog is not fed",
-                             id);
-            }
-        }
-    }
+    if (s->watchdog_usec && !s->ready_pending && !s->stopping && all_alive(s, now_us(), 1))
+        sd_notify(0, "WATCHDOG=1");
     if (!s->ready_pending)
         update_status(s);
     ping_all(s);
@@ -114,13 +132,25 @@ void notify_start(struct supervisor *s)
     if (s->notify_ev)
         event_add(s->notify_ev, &tv);
     ping_all(s); /* after the listeners were sent: READY follows the answers */
+    s->ready_seq = s->ping_seq;
 }
 
 void notify_pong(struct supervisor *s, int worker, uint64_t seq)
 {
-    if (worker >= 1 && worker <= BUS_MAX_WORKERS && seq > s->ponged[worker])
+    if (worker >= 1 && worker <= BUS_MAX_WORKERS && seq > s->ponged[worker]) {
         s->ponged[worker] = seq;
+        s->last_ok[worker] = now_us();
+    }
     ready_if_answered(s);
+}
+
+void notify_forget(struct supervisor *s, int worker)
+{
+    if (worker >= 1 && worker <= BUS_MAX_WORKERS) {
+        s->ponged[worker] = 0;
+        s->last_ok[worker] = 0;
+    }
+    ready_if_answered(s); /* one fewer to wait for */
 }
 
 void notify_reloading(void)

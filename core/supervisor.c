@@ -363,6 +363,7 @@ static void worker_exited(struct supervisor *s, int id)
         memmove(&s->workers[i], &s->workers[i + 1],
                 sizeof *s->workers * (size_t)(s->nworkers - i - 1));
         s->nworkers--;
+        notify_forget(s, id);
         break;
     }
     scaling_worker_gone(s, id);

@@ -59,8 +59,10 @@ struct supervisor {
     /* systemd (notify.c): READY once every worker has answered a ping sent
      * after its listeners; WATCHDOG only while every loop answers; STATUS. */
     struct event *notify_ev;
-    uint64_t ping_seq;
-    uint64_t pinged[BUS_MAX_WORKERS + 1], ponged[BUS_MAX_WORKERS + 1];
+    uint64_t ping_seq, ready_seq;
+    uint64_t ponged[BUS_MAX_WORKERS + 1];  /* the latest ping each worker answered */
+    uint64_t last_ok[BUS_MAX_WORKERS + 1]; /* monotonic us of that answer (or of its
+                                              first ping); 0: not pinged yet */
     int ready_pending;
     uint64_t watchdog_usec;
     char status[160];
@@ -76,6 +78,8 @@ void notify_start(struct supervisor *s);
 void notify_pong(struct supervisor *s, int worker, uint64_t seq);
 void notify_reloading(void);
 void notify_stop(struct supervisor *s);
+/* A worker id that left: its answers are forgotten (the id may come back). */
+void notify_forget(struct supervisor *s, int worker);
 
 /* supervisor.c */
 int sup_nrunning(const struct supervisor *s);

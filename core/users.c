@@ -152,12 +152,9 @@ int users_hash_supported(const char *hash)
         return strchr(hash + 6, '$') != NULL;
     if (strncmp(hash, "{SHA}", 5) == 0)
         return n == 5 + 28;
-    if (hash[0] == '$') { /* crypt(3): libcrypt knows the prefix, or says "*" */
-        struct crypt_data *cd = calloc(1, sizeof *cd);
-        const char *o = cd ? crypt_r("x", hash, cd) : NULL;
-        int ok = o && o[0] != '*';
-        free(cd);
-        return ok;
+    if (hash[0] == '$') { /* crypt(3): libcrypt checks the setting without the cost of a hash */
+        int c = crypt_checksalt(hash);
+        return c == CRYPT_SALT_OK || c == CRYPT_SALT_METHOD_LEGACY || c == CRYPT_SALT_TOO_CHEAP;
     }
     /* traditional DES crypt: 13 characters of its alphabet; anything else
      * (a password written in clear) is refused */

@@ -2,10 +2,9 @@
  * A users file (DESIGN.md): one account per line,
  * name:hash[:home[:permissions]], '#' comments. The hash is any crypt(3)
  * hash libcrypt verifies, or what htpasswd writes besides: apr1 MD5 and
- * {SHA}. A password in clear is refused when the file is loaded. HTTP Basic auth reads name and hash; FTP also
- * reads home (relative to the configuration folder unless absolute) and
- * the permissions, a comma list from read,write,delete,mkdir,rename
- * (default read).
+ * {SHA}. A password in clear is refused when the file is loaded. HTTP Basic auth reads name and
+ * hash; FTP also reads home (relative to the configuration folder unless absolute) and the
+ * permissions, a comma list from read,write,delete,mkdir,rename (default read).
  *
  * A loaded file is part of a configuration snapshot: immutable, read by
  * any thread. users_verify takes the caller's crypt_data (per worker:

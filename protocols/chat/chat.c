@@ -850,7 +850,8 @@ static void chat_stats(const struct config *cfg, enum module_stats_format fmt, s
     }
     unsigned long long users = atomic_load_explicit(&chat_room_users, memory_order_relaxed);
     if (fmt == MODULE_STATS_PROM) {
-        static const char *const names[] = {"room_users", "sessions", "lines", "moved"};
+        /* sessions goes down as users leave: a gauge */
+        static const char *const names[] = {"room_users", "sessions_active", "lines", "moved"};
         const uint64_t v[] = {users, sessions, lines, moved};
         stats_counters(sb, fmt, "chat", names, v, 4);
         return;

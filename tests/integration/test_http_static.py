@@ -198,6 +198,16 @@ def test_listing_escapes_names_and_folders_without_index_are_forbidden(site):
     page = curl(base + "/list/")[2].decode()
     assert 'title="1536 bytes">1.5 KiB<' in page, page
     os.unlink(os.path.join(www, "list", "big.bin"))
+    # a symlink out of the root: listed as itself, nothing of its target shown
+    link = os.path.join(www, "list", "out")
+    os.symlink("/etc/hostname", link)
+    try:
+        page = curl(base + "/list/")[2].decode()
+        row = page[page.index('href="out"'):]
+        row = row[:row.index("</tr>")]
+        assert '<td class="n">-</td>' in row, row
+    finally:
+        os.unlink(link)
     st, _, _, _ = curl(base + "/list/folder/")
     assert st == 200
     os.makedirs(os.path.join(www, "noindex"), exist_ok=True)

@@ -55,7 +55,7 @@ def test_metrics_parse_typed_once_and_sum_right():
         assert by["medusa_http_connections_active"].type == "gauge"
         workers = {smp.labels["worker"] for smp in by["medusa_worker_connections_active"].samples}
         assert workers == {"1", "2", "3"}
-        for fam in ("medusa_chat_room_users", "medusa_chat_sessions", "medusa_echo_connections_active",
+        for fam in ("medusa_chat_room_users", "medusa_chat_sessions_active", "medusa_echo_connections_active",
                     "medusa_echo_bytes_echoed", "medusa_ftp_sessions", "medusa_upstream_up"):
             assert fam in by, (fam, sorted(by))
         assert by["medusa_echo_bytes_echoed"].samples[0].value == 3

@@ -76,7 +76,7 @@ def test_ready_status_reload_watchdog_and_stop():
         assert not fed, "watchdog fed while a worker was stalled"
         wait_for(lambda: any(t > t0 + 1.5 for t in notify.times("WATCHDOG=1")), 10,
                  "the watchdog fed again")
-        assert "does not answer" in s.log_text()
+        assert "has not answered" in s.log_text()
         # reload: RELOADING=1 with MONOTONIC_USEC, then READY=1
         n = len(notify.texts())
         s.reload(chat_conf(listen=["127.0.0.1:%d" % port]))

@@ -422,7 +422,8 @@ static void serve_listing(struct http_req *r, struct fentry *dir)
             (strcmp(de->d_name, "..") == 0 && !strcmp(r->path, "/")))
             continue;
         struct stat st;
-        int ok = fstatat(dirfd(d), de->d_name, &st, 0) == 0;
+        /* the entry itself: a symlink's target may be outside the root */
+        int ok = fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0;
         if (n == cap) {
             struct listed *nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
             if (!nv)
@@ -437,7 +438,7 @@ static void serve_listing(struct http_req *r, struct fentry *dir)
         v[n].name[l] = isdir ? '/' : '\0';
         v[n].name[l + 1] = '\0';
         v[n].dir = isdir;
-        v[n].size = ok ? st.st_size : -1;
+        v[n].size = ok && !S_ISLNK(st.st_mode) ? st.st_size : -1;
         v[n].mtime = ok ? st.st_mtime : 0;
         n++;
     }
