@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """A bounded black-box fuzz run against a real medusad: every handler type
-behind one virtual host, 8 threads sending mutated requests (bytes flipped,
+behind one virtual host (the proxy's with tests/integration/backend.py), 8 threads sending mutated requests (bytes flipped,
 inserted, deleted, cut; '%', '..', NUL, CRLF, huge numbers spliced in),
 each answer checked to be HTTP or a close. Run it against a sanitizer build;
 any report in the server's stderr, a non-HTTP answer or a dead server is a
@@ -34,6 +34,16 @@ TEMPLATES = [
     b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     b"GET http://h:1/%2e/a.txt HTTP/1.1\r\nHost: y\r\n\r\n",
     b"HEAD / HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+    # through the reverse proxy (tests/integration/backend.py behind /api/)
+    b"GET /api/echo?x=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n"
+    b"X-Forwarded-For: 1.2.3.4\r\nVia: 1.0 a\r\n\r\n",
+    b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"Expect: 100-continue\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"PUT /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET /api/big?n=70000&chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"HEAD /api/big?n=7000 HTTP/1.0\r\n\r\n",
+    b"GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\x81\x85abcd\x09\x07\x0f\x08\x0e",
 ]
 SPLICES = [b"%", b"%2f", b"..", b"/", b"\r\n", b":", b" ", b"\x00", b"%00", b"bytes=-",
            b"9999999999999999999"]
@@ -80,8 +90,14 @@ def main():
                             text=True, check=True).stdout.strip()
     with open(os.path.join(tmp, "users"), "w") as f:
         f.write("alice:%s\n" % hashed)
+    bport = free_port()
+    backend = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(
+        os.path.abspath(__file__)), "..", "integration", "backend.py"), str(bport), "b"],
+        stdout=subprocess.PIPE)
+    backend.stdout.readline()
     with open(os.path.join(tmp, "m.conf"), "w") as f:
         f.write("""workers = 2;
+upstreams = ( { name = "app"; servers = [ "127.0.0.1:%d" ]; read_timeout = 3; } );
 log = { level = "warn"; error_log = "err.log"; };
 http = ( { name = "w"; listen = [ "127.0.0.1:%d" ]; max_body = 10000;
   header_timeout = 2; body_timeout = 2;
@@ -90,8 +106,9 @@ http = ( { name = "w"; listen = [ "127.0.0.1:%d" ]; max_body = 10000;
     { type = "redirect"; path = "/r/"; pattern = "^/r/([a-z]+)$"; to = "/x/$1"; status = 302; },
     { type = "auth"; path = "/p/"; users = "users"; },
     { type = "put"; path = "/up/"; root = "up"; },
+    { type = "proxy"; path = "/api/"; upstream = "app"; strip_prefix = true; tunnel_timeout = 2; },
     { type = "static"; path = "/"; root = "www"; listing = true; } ); } ); } );
-""" % port)
+""" % (bport, port))
     err = open(os.path.join(tmp, "stderr"), "w")
     srv = subprocess.Popen([os.path.abspath(args.medusad), "-c", os.path.join(tmp, "m.conf")],
                            stderr=err, env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
@@ -138,6 +155,8 @@ http = ( { name = "w"; listen = [ "127.0.0.1:%d" ]; max_body = 10000;
         srv.send_signal(signal.SIGTERM)
         srv.wait(30)
     err.close()
+    backend.kill()
+    backend.wait()
     reports = open(os.path.join(tmp, "stderr"), errors="replace").read()
     print("%d requests, %d findings, server %s, exit %s" %
           (count[0], len(findings), "alive" if alive else "DEAD", srv.returncode))

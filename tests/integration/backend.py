@@ -181,6 +181,9 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
+    def handle_error(self, request, client_address):
+        pass  # a client (the proxy) that went away mid-request is not news
+
 
 def main():
     global NAME
