@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from http_bench import Server, children_of, cpu_seconds, free_port  # noqa: E402
@@ -150,9 +149,12 @@ def main():
     try:
         backend = start_backend(tmp, root)
         servers.append(backend)
-        proxies = [start_medusa(os.path.abspath(args.medusad), tmp, backend.port),
-                   start_haproxy(tmp, backend.port), start_nginx(tmp, backend.port)]
-        servers += proxies
+        proxies = []
+        for start in (lambda: start_medusa(os.path.abspath(args.medusad), tmp, backend.port),
+                      lambda: start_haproxy(tmp, backend.port),
+                      lambda: start_nginx(tmp, backend.port)):
+            proxies.append(start())
+            servers.append(proxies[-1])  # stopped at the end even if a later one fails
         rps, p99, cpu = {}, {}, {}
         for rnd in range(args.rounds):
             order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
