@@ -241,7 +241,7 @@ void http_process(struct http_conn *hc)
         r->body_done = 1;
         if (!r->responded) {
             if (r->held) { /* HTTP_ASYNC: the handler answers when it can; the
-                              * read event stays until input arrives (io_cb) */
+                            * read event stays until input arrives (io_cb) */
                 http_set_state(hc, HC_WAIT);
                 return;
             }
