@@ -109,3 +109,16 @@ void sb_free(struct sbuf *sb)
     sb->p = NULL;
     sb->len = sb->cap = 0;
 }
+
+void sb_add_bytes(struct sbuf *sb, unsigned long long n)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 5)
+        v /= 1024, u++;
+    if (u == 0)
+        sb_addf(sb, "%llu B", n);
+    else
+        sb_addf(sb, v < 10 ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}

@@ -24,6 +24,8 @@ void sb_addf(struct sbuf *sb, const char *fmt, ...) __attribute__((format(printf
 void sb_add_html(struct sbuf *sb, const char *s, size_t len);
 /* Percent-encodes everything but unreserved characters and '/'. */
 void sb_add_urlpath(struct sbuf *sb, const char *s, size_t len);
+/* A byte count for people: 1023 B, 1.5 KiB, 12 MiB (binary units). */
+void sb_add_bytes(struct sbuf *sb, unsigned long long n);
 /* Escapes for the inside of a JSON string: quote, backslash, control bytes. */
 void sb_add_json(struct sbuf *sb, const char *s);
 void sb_free(struct sbuf *sb);

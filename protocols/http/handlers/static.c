@@ -388,20 +388,6 @@ static int cmp_listed(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-/* 1023 B, 1.5 KiB, 12 MiB: what a person reads at a glance. */
-static void human_size(struct sbuf *sb, off_t n)
-{
-    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)n;
-    int u = 0;
-    while (v >= 1024 && u < 4)
-        v /= 1024, u++;
-    if (u == 0)
-        sb_addf(sb, "%lld B", (long long)n);
-    else
-        sb_addf(sb, v < 10 ? "%.1f %s" : "%.0f %s", v, unit[u]);
-}
-
 /* nginx's autoindex, in a table: name, last modified (UTC), size (the exact
  * byte count in its title). */
 static void serve_listing(struct http_req *r, struct fentry *dir)
@@ -469,7 +455,7 @@ static void serve_listing(struct http_req *r, struct fentry *dir)
             sb_adds(&sb, "</td><td class=\"n\">-</td></tr>\n");
         } else {
             sb_addf(&sb, "</td><td class=\"n\" title=\"%lld bytes\">", (long long)v[i].size);
-            human_size(&sb, v[i].size);
+            sb_add_bytes(&sb, (unsigned long long)v[i].size);
             sb_adds(&sb, "</td></tr>\n");
         }
         free(v[i].name);

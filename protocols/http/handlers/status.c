@@ -84,20 +84,6 @@ static void json_server(struct sbuf *sb, const char *name, const struct srv_sum 
     sb_adds(sb, "}}");
 }
 
-/* 1023 B, 1.5 KiB, 12 MiB. */
-static void human_bytes(struct sbuf *sb, uint64_t n)
-{
-    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = (double)n;
-    int u = 0;
-    while (v >= 1024 && u < 5)
-        v /= 1024, u++;
-    if (u == 0)
-        sb_addf(sb, "%llu B", (unsigned long long)n);
-    else
-        sb_addf(sb, v < 10 ? "%.1f %s" : "%.0f %s", v, unit[u]);
-}
-
 /* 45 s, 12 min 3 s, 5 h 2 min, 3 d 4 h. */
 static void human_duration(struct sbuf *sb, long long s)
 {
@@ -114,7 +100,7 @@ static void human_duration(struct sbuf *sb, long long s)
 static void td_bytes(struct sbuf *sb, uint64_t n)
 {
     sb_addf(sb, "<td title=\"%llu bytes\">", (unsigned long long)n);
-    human_bytes(sb, n);
+    sb_add_bytes(sb, n);
     sb_adds(sb, "</td>");
 }
 
@@ -341,9 +327,7 @@ static void module_table(struct sbuf *sb, const char *js, size_t len)
         for (const char *c = k; c < q; c++)
             sb_add(&head, *c == '_' ? " " : c, 1);
         sb_adds(&head, "</th>");
-        if ((q - k >= 5 && memcmp(k, "bytes", 5) == 0) ||
-            (q - k >= 5 && memcmp(q - 5, "bytes", 5) == 0) ||
-            (q - k >= 7 && (memcmp(q - 7, "_echoed", 7) == 0)))
+        if (q - k >= 5 && (memcmp(k, "bytes", 5) == 0 || memcmp(q - 5, "bytes", 5) == 0))
             td_bytes(&row, v);
         else
             sb_addf(&row, "<td>%llu</td>", v);
@@ -414,9 +398,9 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
             "<div class=\"card\"><b>",
             live, (unsigned long long)total.active, total.active == 1 ? "" : "s",
             (unsigned long long)total.accepted, (unsigned long long)total.requests);
-    human_bytes(sb, total.bytes_in);
+    sb_add_bytes(sb, total.bytes_in);
     sb_adds(sb, "</b>in</div><div class=\"card\"><b>");
-    human_bytes(sb, total.bytes_out);
+    sb_add_bytes(sb, total.bytes_out);
     sb_adds(sb, "</b>out</div></div>");
     sb_adds(sb, "<h2>Workers</h2><table><tr><th>worker</th><th>open</th><th>accepted</th>"
                 "<th>closed</th><th>in</th><th>out</th><th>errors</th><th>moved in/out</th>"
