@@ -83,7 +83,8 @@ def test_forwarding_and_headers():
                 "X-Forwarded-For": "10.9.8.7", "Connection": "X-Secret, keep-alive",
                 "X-Secret": "hop", "Keep-Alive": "timeout=5", "TE": "trailers",
                 "Proxy-Authorization": "Basic Zm9vOmJhcg==", "Via": "1.0 edge",
-                "X-Custom": "kept", "Host": "example.test"})
+                "X-Custom": "kept", "Date": "Sat, 28 Nov 2026 12:00:00 GMT",
+                "Host": "example.test"})
             assert st == 200 and h["x-backend"] == "a", (st, h)
             info = json.loads(body)
             hdrs = {k.lower(): v for k, v in info["headers"]}
@@ -94,6 +95,7 @@ def test_forwarding_and_headers():
             assert hdrs["host"] == "example.test"
             assert hdrs["via"] == "1.0 edge, 1.1 medusa"
             assert hdrs["x-custom"] == "kept"
+            assert hdrs["date"] == "Sat, 28 Nov 2026 12:00:00 GMT"  # end-to-end, not ours
             for gone in ("x-secret", "keep-alive", "te", "proxy-authorization"):
                 assert gone not in hdrs, (gone, hdrs)
             assert info["version"] == "HTTP/1.1"

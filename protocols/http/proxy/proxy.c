@@ -139,6 +139,23 @@ static enum hname hname(const char *n, size_t len)
     return len > 6 && strncasecmp(n, "proxy-", 6) == 0 ? HN_HOP : HN_OTHER;
 }
 
+/* Request headers we do not pass on: hop-by-hop ones, the client's framing,
+ * and those we write ourselves (Host, X-Forwarded-Proto/-Host; X-Forwarded-For
+ * and Via are joined with ours). */
+static int request_drops(enum hname k)
+{
+    return k == HN_HOP || k == HN_CONNECTION || k == HN_UPGRADE || k == HN_HOST ||
+           k == HN_CONTENT_LENGTH || k == HN_EXPECT || k == HN_XFP || k == HN_XFH;
+}
+
+/* Response headers we do not pass on: hop-by-hop ones (Upgrade goes on
+ * with a 101), the upstream's framing, and Date and Server, which are ours. */
+static int response_drops(enum hname k, int status)
+{
+    return k == HN_HOP || k == HN_CONNECTION || (k == HN_UPGRADE && status != 101) ||
+           k == HN_CONTENT_LENGTH || k == HN_DATE || k == HN_SERVER;
+}
+
 /* Is token (case-insensitive) one of the comma-separated tokens of v? */
 static int has_token(const char *v, size_t vl, const char *tok, size_t tl)
 {
@@ -285,20 +302,15 @@ static int build_request(struct px_req *pr)
                   has_token(conn, conn_len, "upgrade", 7) && !(p->flags & F_CHUNKED) &&
                   !p->content_length;
 
+    /* Host: the configured one, else the client's, else (an HTTP/1.0 client
+     * sent none) the upstream's name, as nginx's $proxy_host. */
     const struct http_str *host = &r->known[HK_HOST];
-    if (pr->ph->host) {
-        sb_adds(o, "Host: ");
-        sb_adds(o, pr->ph->host);
-        sb_adds(o, "\r\n");
-    } else if (host->p) {
-        sb_adds(o, "Host: ");
+    sb_adds(o, "Host: ");
+    if (pr->ph->host || !host->p)
+        sb_adds(o, pr->ph->host ? pr->ph->host : pr->up->name);
+    else
         sb_add(o, host->p, host->len);
-        sb_adds(o, "\r\n");
-    } else { /* an HTTP/1.0 client said none: the upstream's name, as nginx's $proxy_host */
-        sb_adds(o, "Host: ");
-        sb_adds(o, pr->up->name);
-        sb_adds(o, "\r\n");
-    }
+    sb_adds(o, "\r\n");
     struct sbuf xff = {0}, via = {0};
     for (unsigned i = 0; i < r->nhdrs; i++) {
         const struct http_hdr *hd = &r->hdrs[i];
@@ -312,9 +324,9 @@ static int build_request(struct px_req *pr)
             sb_add(j, v, vl);
             continue;
         }
-        if (k != HN_OTHER || (conn && has_token(conn, conn_len, n, nl)))
-            continue; /* hop-by-hop, or framing and forwarding headers we write */
-        if (vl)       /* the line as it came: name, colon, white space, value */
+        if (request_drops(k) || (conn && has_token(conn, conn_len, n, nl)))
+            continue;
+        if (vl) /* the line as it came: name, colon, white space, value */
             sb_add(o, n, (size_t)(v + vl - n));
         else
             sb_add(o, n, nl), sb_adds(o, ":");
@@ -407,7 +419,6 @@ static void start_sending(struct px_req *pr)
     send_more(pr);
 }
 
-/* A server and a connection for the request; then sending. */
 /* px_connect's or px_connect_server's success (rc 0 or 1): send now, or
  * wait for the connect or for DNS, within connect_timeout. */
 static void got_server(struct px_req *pr, int rc)
@@ -481,7 +492,7 @@ static void upstream_error(struct px_req *pr, enum px_err e)
         e = e2;
         retry = 1;
     }
-    if (retry && pr->replayable) {
+    if (retry) {
         connect_next(pr, e);
         return;
     }
@@ -561,13 +572,9 @@ static int on_resp_headers(llhttp_t *p)
         const char *n = pr->in + pr->hdrs[i].name, *v = pr->in + pr->hdrs[i].value;
         size_t nl = pr->hdrs[i].name_len, vl = pr->hdrs[i].value_len;
         enum hname k = hname(n, nl);
-        if (k == HN_UPGRADE && status == 101) {
-            /* tunnelling: Upgrade goes on */
-        } else if ((k != HN_OTHER && k != HN_VIA && k != HN_XFF && k != HN_XFP && k != HN_XFH &&
-                    k != HN_HOST && k != HN_EXPECT) ||
-                   (conn && has_token(conn, conn_len, n, nl))) {
-            continue; /* hop-by-hop, framing, and Date and Server (ours) */
-        }
+        if (response_drops(k, status) ||
+            (conn && !(k == HN_UPGRADE && status == 101) && has_token(conn, conn_len, n, nl)))
+            continue;
         if (vl && (memchr(v, '\n', vl) || memchr(v, '\r', vl))) {
             log_info(pr->uc->addr, "upstream header %.*s with a line break dropped", (int)nl, n);
             continue; /* obs-fold: never passed to the client */
