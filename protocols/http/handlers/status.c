@@ -186,11 +186,11 @@ void http_stats(const struct config *cfg, enum module_stats_format fmt, struct s
         sb_adds(sb, "{\"servers\":[");
         servers(JSON, cfg, sb);
         sb_adds(sb, "],\"upstreams\":");
-        px_stats(cfg, 1, sb);
+        px_stats(cfg, PXF_JSON, sb);
         sb_adds(sb, "}");
     } else {
         servers(TEXT, cfg, sb);
-        px_stats(cfg, 0, sb);
+        px_stats(cfg, PXF_TEXT, sb);
     }
 }
 
@@ -292,7 +292,7 @@ static void prom_page(const struct config *cfg, struct sbuf *sb)
         sb_addf(sb, "medusa_worker_loop_lag_seconds{worker=\"%d\"} %.6f\n", ids[i],
                 (double)ws[i].lag_us / 1e6);
     prom_http(cfg, sb);
-    px_stats(cfg, 2, sb);
+    px_stats(cfg, PXF_PROM, sb);
     for (unsigned i = 1; i <= module_count(); i++) {
         const struct module *m = module_at(i);
         if (m != &http_module && m->stats)
@@ -425,7 +425,7 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
                 "<th class=\"l\">handler hits</th></tr>\n");
     servers(fmt, cfg, sb);
     sb_adds(sb, "</table>\n");
-    px_stats(cfg, 3, sb); /* the proxy's upstreams, when there are */
+    px_stats(cfg, PXF_HTML, sb); /* the proxy's upstreams, when there are */
     /* The other modules: a table of each one's figures (its JSON object). */
     for (unsigned i = 1; i <= module_count(); i++) {
         const struct module *m = module_at(i);

@@ -320,32 +320,6 @@ void px_worker_message(struct px_worker *pw, struct msg *m)
 
 /* ---- DNS ---- */
 
-static struct evdns_base *dns_for(struct px_worker *pw, const char *resolver)
-{
-    for (unsigned i = 0; i < pw->ndns; i++)
-        if ((!resolver && !pw->dns[i].resolver) ||
-            (resolver && pw->dns[i].resolver && strcmp(resolver, pw->dns[i].resolver) == 0))
-            return pw->dns[i].base;
-    if (pw->ndns == sizeof pw->dns / sizeof *pw->dns)
-        return pw->dns[0].base;
-    struct evdns_base *d =
-        evdns_base_new(pw->w->base, resolver ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (!d)
-        return NULL;
-    if (resolver && evdns_base_nameserver_ip_add(d, resolver) != 0) {
-        evdns_base_free(d, 0);
-        return NULL;
-    }
-    char *copy = resolver ? strdup(resolver) : NULL;
-    if (resolver && !copy) {
-        evdns_base_free(d, 0);
-        return NULL;
-    }
-    pw->dns[pw->ndns].resolver = copy;
-    pw->dns[pw->ndns++].base = d;
-    return d;
-}
-
 static void resolve(struct px_worker *pw, struct px_wsrv *ws, int ipv6);
 
 struct dns_query {
@@ -429,7 +403,7 @@ static void dns_cb(int result, char type, int count, int ttl, void *addresses, v
 
 static void resolve(struct px_worker *pw, struct px_wsrv *ws, int ipv6)
 {
-    struct evdns_base *d = dns_for(pw, ws->resolver);
+    struct evdns_base *d = px_dns_get(&pw->dns, pw->w->base, ws->resolver);
     struct dns_query *q = malloc(sizeof *q);
     ws->resolving = 1;
     if (d && q) {
@@ -662,10 +636,7 @@ void px_worker_free(struct px_worker *pw)
     event_free(pw->tick);
     /* Queries in flight end (their callbacks see DNS_ERR_SHUTDOWN) while the
      * servers they name still exist. */
-    for (unsigned i = 0; i < pw->ndns; i++) {
-        evdns_base_free(pw->dns[i].base, 1);
-        free(pw->dns[i].resolver);
-    }
+    px_dns_free(&pw->dns, 1);
     for (unsigned i = 0; i < pw->nsrv; i++) {
         struct px_wsrv *ws = pw->srv[i];
         if (!ws)

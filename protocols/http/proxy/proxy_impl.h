@@ -52,11 +52,7 @@ struct px_worker {
     struct list reqs; /* struct px_req with an upstream deadline */
     struct px_req *free_reqs;
     unsigned nfree;
-    struct {
-        char *resolver; /* NULL: the system's */
-        struct evdns_base *base;
-    } dns[8];
-    unsigned ndns;
+    struct px_dns dns;
     unsigned lc_start; /* least-connections: where ties start */
 };
 

@@ -127,6 +127,21 @@ const struct px_upstream *px_find(const struct px_section *s, const char *name);
 int px_server_parse(const char *text, const char *base_dir, struct px_server *out, char *err,
                     size_t errlen);
 
+/* dns.c: one evdns base per resolver setting (NULL: /etc/resolv.conf), on
+ * one thread's loop. px_dns_free with fail_requests runs the callbacks of
+ * queries in flight (DNS_ERR_SHUTDOWN). */
+struct event_base;
+struct evdns_base;
+struct px_dns {
+    struct {
+        char *resolver;
+        struct evdns_base *base;
+    } v[8];
+    unsigned n;
+};
+struct evdns_base *px_dns_get(struct px_dns *d, struct event_base *base, const char *resolver);
+void px_dns_free(struct px_dns *d, int fail_requests);
+
 /* ---- messages (module http, bus) ---- */
 enum px_msg {
     PXM_DOWN = 100, /* worker -> supervisor: a = record; b = fail_timeout ms */
@@ -158,6 +173,7 @@ void px_sup_free(struct px_sup *ps);
 void px_sup_message(struct px_sup *ps, struct msg *m);
 int px_cmd_upstreams(struct px_sup *ps, int argc, char **argv, struct sbuf *out);
 int px_cmd_upstream(struct px_sup *ps, int argc, char **argv, struct sbuf *out);
-/* The figures (any thread): fmt 0 text, 1 a JSON array, 2 Prometheus
- * families, 3 the status page's HTML table. */
-void px_stats(const struct config *cfg, int fmt, struct sbuf *sb);
+/* The figures (any thread): lines for people, a JSON array, Prometheus
+ * families, or the status page's HTML table. */
+enum px_format { PXF_TEXT, PXF_JSON, PXF_PROM, PXF_HTML };
+void px_stats(const struct config *cfg, enum px_format fmt, struct sbuf *sb);

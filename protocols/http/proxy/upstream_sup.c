@@ -23,6 +23,8 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,35 +48,8 @@ struct px_sup {
     struct px_sstate *st;
     unsigned nst;
     struct event *tick;
-    struct {
-        char *resolver; /* NULL: /etc/resolv.conf */
-        struct evdns_base *base;
-    } dns[8];
-    unsigned ndns;
+    struct px_dns dns; /* for the checks of servers named by DNS */
 };
-
-/* The checks' resolver for an upstream's resolver setting. */
-static struct evdns_base *dns_for(struct px_sup *ps, const char *resolver)
-{
-    for (unsigned i = 0; i < ps->ndns; i++)
-        if (resolver ? ps->dns[i].resolver && strcmp(resolver, ps->dns[i].resolver) == 0
-                     : !ps->dns[i].resolver)
-            return ps->dns[i].base;
-    if (ps->ndns == sizeof ps->dns / sizeof *ps->dns)
-        return ps->dns[0].base;
-    struct evdns_base *d =
-        evdns_base_new(sup_base(ps->s), resolver ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    char *copy = resolver ? strdup(resolver) : NULL;
-    if (!d || (resolver && (!copy || evdns_base_nameserver_ip_add(d, resolver) != 0))) {
-        if (d)
-            evdns_base_free(d, 0);
-        free(copy);
-        return NULL;
-    }
-    ps->dns[ps->ndns].resolver = copy;
-    ps->dns[ps->ndns++].base = d;
-    return d;
-}
 
 struct probe {
     struct px_sup *ps;
@@ -297,7 +272,7 @@ static void probe_start(struct px_sup *ps, const struct px_upstream *u, const st
                         u->check_path, host);
     int rc;
     if (s->kind == PX_NAME) {
-        struct evdns_base *d = dns_for(ps, u->resolver);
+        struct evdns_base *d = px_dns_get(&ps->dns, sup_base(ps->s), u->resolver);
         rc = d ? bufferevent_socket_connect_hostname(p->bev, d, AF_UNSPEC, s->host, s->port) : -1;
     } else {
         rc = bufferevent_socket_connect(p->bev, (const struct sockaddr *)&s->ss, (int)s->sslen);
@@ -381,10 +356,7 @@ void px_sup_free(struct px_sup *ps)
             bufferevent_free(ps->st[id].probe->bev);
             free(ps->st[id].probe);
         }
-    for (unsigned i = 0; i < ps->ndns; i++) {
-        evdns_base_free(ps->dns[i].base, 0);
-        free(ps->dns[i].resolver);
-    }
+    px_dns_free(&ps->dns, 0);
     free(ps->st);
     free(ps);
 }
@@ -396,39 +368,58 @@ static const char *state_name(unsigned st)
     return st == PXS_DISABLED ? "disabled" : st == PXS_DOWN ? "down" : "up";
 }
 
+/* A server's figures: one worker's slot, or every worker's added up (those
+ * that left count too); the latest error wins. Any thread. */
+struct px_sum {
+    uint64_t active, idle, requests, failures, last_err, last_err_ms;
+};
+
+static void sum_slot(struct px_sum *t, const struct px_slot *sl)
+{
+    t->active += atomic_load_explicit(&sl->active, memory_order_relaxed);
+    t->idle += atomic_load_explicit(&sl->idle, memory_order_relaxed);
+    t->requests += atomic_load_explicit(&sl->requests, memory_order_relaxed);
+    t->failures += atomic_load_explicit(&sl->failures, memory_order_relaxed);
+    uint64_t lm = atomic_load_explicit(&sl->last_err_ms, memory_order_relaxed);
+    if (lm > t->last_err_ms) {
+        t->last_err_ms = lm;
+        t->last_err = atomic_load_explicit(&sl->last_err, memory_order_relaxed);
+    }
+}
+
+static struct px_sum sum_rec(const struct px_rec *rec)
+{
+    struct px_sum t = {0};
+    for (int w = 1; w <= bus_max_worker(); w++)
+        sum_slot(&t, &rec->slots[w]);
+    return t;
+}
+
+static unsigned long long ago_s(uint64_t wall)
+{
+    return (unsigned long long)((wall_ms() - wall + 500) / 1000);
+}
+
 /* check: the last health check's outcome (the console), or NULL. */
 static void server_line(const struct px_upstream *u, const struct px_server *s, int json,
                         struct sbuf *out, int first, const char *check)
 {
     const struct px_rec *rec = s->rec;
     unsigned st = atomic_load_explicit(&pub_state[rec->id], memory_order_relaxed);
-    uint64_t req = 0, fails = 0, active = 0, idle = 0, last_ms = 0, last = 0;
+    struct px_sum t = sum_rec(rec);
     struct sbuf per = {0};
     for (int w = 1; w <= bus_max_worker(); w++) {
-        const struct px_slot *sl = &rec->slots[w];
-        uint64_t a = atomic_load_explicit(&sl->active, memory_order_relaxed);
-        uint64_t i = atomic_load_explicit(&sl->idle, memory_order_relaxed);
-        req += atomic_load_explicit(&sl->requests, memory_order_relaxed);
-        fails += atomic_load_explicit(&sl->failures, memory_order_relaxed);
-        uint64_t lm = atomic_load_explicit(&sl->last_err_ms, memory_order_relaxed);
-        if (lm > last_ms) {
-            last_ms = lm;
-            last = atomic_load_explicit(&sl->last_err, memory_order_relaxed);
-        }
-        active += a;
-        idle += i;
-        if (bus_is_live(w)) {
-            if (json)
-                sb_addf(&per, "%s{\"worker\":%d,\"active\":%llu,\"idle\":%llu}", per.len ? "," : "",
-                        w, (unsigned long long)a, (unsigned long long)i);
-            else
-                sb_addf(&per, " w%d:%llu/%llu", w, (unsigned long long)a, (unsigned long long)i);
-        }
+        if (!bus_is_live(w))
+            continue;
+        struct px_sum one = {0};
+        sum_slot(&one, &rec->slots[w]);
+        if (json)
+            sb_addf(&per, "%s{\"worker\":%d,\"active\":%llu,\"idle\":%llu}", per.len ? "," : "", w,
+                    (unsigned long long)one.active, (unsigned long long)one.idle);
+        else
+            sb_addf(&per, " w%d:%llu/%llu", w, (unsigned long long)one.active,
+                    (unsigned long long)one.idle);
     }
-    char ago[48] = "";
-    if (last_ms)
-        snprintf(ago, sizeof ago, "%llu s ago",
-                 (unsigned long long)((wall_ms() - last_ms + 500) / 1000));
     if (json) {
         sb_addf(out, "%s{\"upstream\":\"", first ? "" : ",");
         sb_add_json(out, u->name);
@@ -438,15 +429,17 @@ static void server_line(const struct px_upstream *u, const struct px_server *s, 
                 "\",\"weight\":%u,\"state\":\"%s\",\"active\":%llu,\"idle\":%llu,"
                 "\"requests\":%llu,\"failures\":%llu,\"last_error\":\"%s\",\"last_error_ms\":%llu,"
                 "\"workers\":[%s],\"check\":\"%s\"}",
-                s->weight, state_name(st), (unsigned long long)active, (unsigned long long)idle,
-                (unsigned long long)req, (unsigned long long)fails, px_err_text((enum px_err)last),
-                (unsigned long long)last_ms, per.p ? per.p : "", check ? check : "");
+                s->weight, state_name(st), (unsigned long long)t.active, (unsigned long long)t.idle,
+                (unsigned long long)t.requests, (unsigned long long)t.failures,
+                px_err_text((enum px_err)t.last_err), (unsigned long long)t.last_err_ms,
+                per.p ? per.p : "", check ? check : "");
     } else {
         sb_addf(out, "  %-28s %-8s active %llu idle %llu requests %llu failures %llu", s->text,
-                state_name(st), (unsigned long long)active, (unsigned long long)idle,
-                (unsigned long long)req, (unsigned long long)fails);
-        if (last)
-            sb_addf(out, " last error: %s (%s)", px_err_text((enum px_err)last), ago);
+                state_name(st), (unsigned long long)t.active, (unsigned long long)t.idle,
+                (unsigned long long)t.requests, (unsigned long long)t.failures);
+        if (t.last_err)
+            sb_addf(out, " last error: %s (%llu s ago)", px_err_text((enum px_err)t.last_err),
+                    ago_s(t.last_err_ms));
         if (check && *check)
             sb_addf(out, " check: %s", check);
         sb_addf(out, "\n    per worker (active/idle):%s\n", per.p ? per.p : " -");
@@ -537,19 +530,7 @@ static void html_table(const struct px_section *sec, struct sbuf *sb)
         for (size_t k = 0; k < sec->ups[i].nservers; k++) {
             const struct px_server *s = &sec->ups[i].servers[k];
             const struct px_rec *rec = s->rec;
-            uint64_t v[4] = {0}, last = 0, last_ms = 0;
-            for (int w = 1; w <= bus_max_worker(); w++) {
-                const struct px_slot *sl = &rec->slots[w];
-                v[0] += atomic_load_explicit(&sl->active, memory_order_relaxed);
-                v[1] += atomic_load_explicit(&sl->idle, memory_order_relaxed);
-                v[2] += atomic_load_explicit(&sl->requests, memory_order_relaxed);
-                v[3] += atomic_load_explicit(&sl->failures, memory_order_relaxed);
-                uint64_t lm = atomic_load_explicit(&sl->last_err_ms, memory_order_relaxed);
-                if (lm > last_ms) {
-                    last_ms = lm;
-                    last = atomic_load_explicit(&sl->last_err, memory_order_relaxed);
-                }
-            }
+            struct px_sum t = sum_rec(rec);
             const char *st =
                 state_name(atomic_load_explicit(&pub_state[rec->id], memory_order_relaxed));
             sb_adds(sb, "<tr><td class=\"l\">");
@@ -559,24 +540,24 @@ static void html_table(const struct px_section *sec, struct sbuf *sb)
             sb_addf(sb,
                     "</td><td class=\"l %s\">%s</td><td>%llu</td><td>%llu</td><td>%llu</td>"
                     "<td>%llu</td><td class=\"l\">",
-                    st, st, (unsigned long long)v[0], (unsigned long long)v[1],
-                    (unsigned long long)v[2], (unsigned long long)v[3]);
-            if (last)
-                sb_addf(sb, "%s, %llu s ago", px_err_text((enum px_err)last),
-                        (unsigned long long)((wall_ms() - last_ms + 500) / 1000));
+                    st, st, (unsigned long long)t.active, (unsigned long long)t.idle,
+                    (unsigned long long)t.requests, (unsigned long long)t.failures);
+            if (t.last_err)
+                sb_addf(sb, "%s, %llu s ago", px_err_text((enum px_err)t.last_err),
+                        ago_s(t.last_err_ms));
             sb_adds(sb, "</td></tr>\n");
         }
     sb_adds(sb, "</table>\n");
 }
 
-void px_stats(const struct config *cfg, int fmt, struct sbuf *sb)
+void px_stats(const struct config *cfg, enum px_format fmt, struct sbuf *sb)
 {
     const struct px_section *sec = config_section(cfg, &http_module);
-    if (fmt == 3) {
+    if (fmt == PXF_HTML) {
         html_table(sec, sb);
         return;
     }
-    if (fmt == 1) {
+    if (fmt == PXF_JSON) {
         sb_adds(sb, "[");
         int first = 1;
         for (size_t i = 0; sec && i < sec->nups; i++)
@@ -585,7 +566,7 @@ void px_stats(const struct config *cfg, int fmt, struct sbuf *sb)
         sb_adds(sb, "]");
         return;
     }
-    if (fmt == 0) {
+    if (fmt == PXF_TEXT) {
         for (size_t i = 0; sec && i < sec->nups; i++) {
             sb_addf(sb, "upstream %s\n", sec->ups[i].name);
             for (size_t k = 0; k < sec->ups[i].nservers; k++)
@@ -596,15 +577,18 @@ void px_stats(const struct config *cfg, int fmt, struct sbuf *sb)
     /* Prometheus: one family at a time, its HELP and TYPE first. */
     static const struct {
         const char *name, *help, *type;
-        int field;
+        size_t field; /* in struct px_sum; SIZE_MAX: up or not */
     } fam[] = {
         {"medusa_upstream_up", "1 if the server takes requests (not down, not disabled).", "gauge",
-         0},
-        {"medusa_upstream_requests_total", "Requests sent to the server.", "counter", 1},
-        {"medusa_upstream_failures_total", "Failed connections and requests.", "counter", 2},
+         SIZE_MAX},
+        {"medusa_upstream_requests_total", "Requests sent to the server.", "counter",
+         offsetof(struct px_sum, requests)},
+        {"medusa_upstream_failures_total", "Failed connections and requests.", "counter",
+         offsetof(struct px_sum, failures)},
         {"medusa_upstream_connections_active", "Upstream connections serving a request.", "gauge",
-         3},
-        {"medusa_upstream_connections_idle", "Idle upstream connections in the pools.", "gauge", 4},
+         offsetof(struct px_sum, active)},
+        {"medusa_upstream_connections_idle", "Idle upstream connections in the pools.", "gauge",
+         offsetof(struct px_sum, idle)},
     };
     if (!sec || !sec->nups)
         return;
@@ -614,18 +598,13 @@ void px_stats(const struct config *cfg, int fmt, struct sbuf *sb)
         for (size_t i = 0; i < sec->nups; i++)
             for (size_t k = 0; k < sec->ups[i].nservers; k++) {
                 const struct px_server *s = &sec->ups[i].servers[k];
-                uint64_t v = 0;
-                if (fam[f].field == 0) {
+                uint64_t v;
+                if (fam[f].field == SIZE_MAX) {
                     v = atomic_load_explicit(&pub_state[s->rec->id], memory_order_relaxed) ==
                         PXS_UP;
                 } else {
-                    for (int w = 1; w <= bus_max_worker(); w++) {
-                        const struct px_slot *sl = &s->rec->slots[w];
-                        v += fam[f].field == 1   ? atomic_load(&sl->requests)
-                             : fam[f].field == 2 ? atomic_load(&sl->failures)
-                             : fam[f].field == 3 ? atomic_load(&sl->active)
-                                                 : atomic_load(&sl->idle);
-                    }
+                    struct px_sum t = sum_rec(s->rec);
+                    memcpy(&v, (const char *)&t + fam[f].field, sizeof v);
                 }
                 sb_addf(sb, "%s{upstream=\"%s\",server=\"%s\"} %llu\n", fam[f].name,
                         sec->ups[i].name, s->text, (unsigned long long)v);
