@@ -367,24 +367,23 @@ def test_bad_upstream_responses_give_502():
     t = threading.Thread(target=serve)
     t.start()
     tmp = temp_dir()
-    if True:
-        port = free_port()
-        s = Server(conf(port, ["127.0.0.1:%d" % lsn.getsockname()[1]],
-                        upstream_extra="max_fails = 0;"), dir=tmp)
-        try:
-            for i in range(3):
-                st, h, body = get(port, "/x", method="POST", body=b"1")
-                assert st == 502, (i, st)
-            # truncated body after the head went out: the client sees the cut
-            raw = RawHTTP(port)
-            raw.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-            assert raw.closed()
-            assert raw.buf.startswith(b"HTTP/1.1 200") and raw.buf.endswith(b"short")
-            assert "bad response" in s.log_text() or "upstream" in s.log_text()
-        finally:
-            s.stop()
-            t.join()
-            lsn.close()
+    port = free_port()
+    s = Server(conf(port, ["127.0.0.1:%d" % lsn.getsockname()[1]],
+                    upstream_extra="max_fails = 0;"), dir=tmp)
+    try:
+        for i in range(3):
+            st, h, body = get(port, "/x", method="POST", body=b"1")
+            assert st == 502, (i, st)
+        # truncated body after the head went out: the client sees the cut
+        raw = RawHTTP(port)
+        raw.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert raw.closed()
+        assert raw.buf.startswith(b"HTTP/1.1 200") and raw.buf.endswith(b"short")
+        assert "bad response" in s.log_text() or "upstream" in s.log_text()
+    finally:
+        s.stop()
+        t.join()
+        lsn.close()
 
 
 class DNS:
@@ -449,17 +448,17 @@ def test_dns_names_resolved_and_re_resolved():
             s.stop()
             dns.close()
     tmp = temp_dir()
-    if True:  # a name that does not resolve: 502, logged
-        dns = DNS()
-        port = free_port()
-        s = Server(conf(port, ["nowhere.test:80"],
-                        upstream_extra='resolver = "127.0.0.1:%d";' % dns.port), dir=tmp)
-        try:
-            assert get(port, "/echo")[0] == 502
-            assert "cannot resolve nowhere.test" in s.log_text()
-        finally:
-            s.stop()
-            dns.close()
+    # a name that does not resolve: 502, logged
+    dns = DNS()
+    port = free_port()
+    s = Server(conf(port, ["nowhere.test:80"],
+                    upstream_extra='resolver = "127.0.0.1:%d";' % dns.port), dir=tmp)
+    try:
+        assert get(port, "/echo")[0] == 502
+        assert "cannot resolve nowhere.test" in s.log_text()
+    finally:
+        s.stop()
+        dns.close()
 
 
 def test_gigabyte_both_ways_in_bounded_memory():
@@ -694,57 +693,55 @@ def test_medusad_as_backend():
     """A second medusad (static files) behind the proxy: keep-alive,
     sendfile bodies and its own 404s come through."""
     tmp, tmp2 = temp_dir(), temp_dir()
-    if True:
-        vhost = site(tmp2, "from the backend\n")
-        root = os.path.join(tmp2, "www")
-        bport = free_port()
-        back = Server('http = ( { name = "files"; listen = [ "127.0.0.1:%d", "unix:web.sock" ];\n'
-                      ' vhosts = ( %s ); } );\n' % (bport, vhost), dir=tmp2)
-        big = os.path.join(root, "big.bin")
-        with open(big, "wb") as f:
-            f.write(os.urandom(3 << 20))
-        port = free_port()
-        s = Server(conf(port, ["127.0.0.1:%d" % bport]), dir=tmp)
-        try:
-            st, h, body = curl("http://127.0.0.1:%d/" % port)[:3]
-            assert st == 200 and body == b"from the backend\n"
-            st, h, body = curl("http://127.0.0.1:%d/big.bin" % port)[:3]
-            assert st == 200 and body == open(big, "rb").read()
-            st = curl("http://127.0.0.1:%d/nope" % port)[0]
-            assert st == 404
-            # 304 through the proxy
-            lm = h["last-modified"]
-            st = curl("-H", "If-Modified-Since: " + lm, "http://127.0.0.1:%d/big.bin" % port)[0]
-            assert st == 304
-        finally:
-            s.stop()
-        # the same backend over its Unix socket
-        port = free_port()
-        s = Server(conf(port, ["unix:" + os.path.join(tmp2, "web.sock")]), dir=temp_dir())
-        try:
-            st, h, body = curl("http://127.0.0.1:%d/big.bin" % port)[:3]
-            assert st == 200 and body == open(big, "rb").read()
-            log = open(os.path.join(s.dir, "access.log")).read()
-            assert "upstream=unix:" in log, log
-        finally:
-            s.stop()
-            back.stop()
+    vhost = site(tmp2, "from the backend\n")
+    root = os.path.join(tmp2, "www")
+    bport = free_port()
+    back = Server('http = ( { name = "files"; listen = [ "127.0.0.1:%d", "unix:web.sock" ];\n'
+                  ' vhosts = ( %s ); } );\n' % (bport, vhost), dir=tmp2)
+    big = os.path.join(root, "big.bin")
+    with open(big, "wb") as f:
+        f.write(os.urandom(3 << 20))
+    port = free_port()
+    s = Server(conf(port, ["127.0.0.1:%d" % bport]), dir=tmp)
+    try:
+        st, h, body = curl("http://127.0.0.1:%d/" % port)[:3]
+        assert st == 200 and body == b"from the backend\n"
+        st, h, body = curl("http://127.0.0.1:%d/big.bin" % port)[:3]
+        assert st == 200 and body == open(big, "rb").read()
+        st = curl("http://127.0.0.1:%d/nope" % port)[0]
+        assert st == 404
+        # 304 through the proxy
+        lm = h["last-modified"]
+        st = curl("-H", "If-Modified-Since: " + lm, "http://127.0.0.1:%d/big.bin" % port)[0]
+        assert st == 304
+    finally:
+        s.stop()
+    # the same backend over its Unix socket
+    port = free_port()
+    s = Server(conf(port, ["unix:" + os.path.join(tmp2, "web.sock")]), dir=temp_dir())
+    try:
+        st, h, body = curl("http://127.0.0.1:%d/big.bin" % port)[:3]
+        assert st == 200 and body == open(big, "rb").read()
+        log = open(os.path.join(s.dir, "access.log")).read()
+        assert "upstream=unix:" in log, log
+    finally:
+        s.stop()
+        back.stop()
 
 
 def test_config_errors():
     tmp = temp_dir()
-    if True:
-        for text, want in [
-            (conf(1, ["127.0.0.1:1"]).replace('upstream = "app"', 'upstream = "nope"'),
-             "no upstream named 'nope'"),
-            (conf(1, ["bad host:1"]), "bad server"),
-            (conf(1, ["127.0.0.1:1"], upstream_extra='balance = "random";'), "balance is"),
-            (conf(1, ["127.0.0.1:1", "127.0.0.1:1"]), "listed twice"),
-            (conf(1, ["127.0.0.1:1"], upstream_extra="unknown_key = 1;"), "unknown key"),
-        ]:
-            path = os.path.join(tmp, "m.conf")
-            with open(path, "w") as f:
-                f.write(text)
-            out = subprocess.run([MEDUSAD, "-t", "-c", path], capture_output=True, text=True)
-            assert out.returncode == 1 and want in out.stderr and "m.conf:" in out.stderr, \
-                (want, out.stderr)
+    for text, want in [
+        (conf(1, ["127.0.0.1:1"]).replace('upstream = "app"', 'upstream = "nope"'),
+         "no upstream named 'nope'"),
+        (conf(1, ["bad host:1"]), "bad server"),
+        (conf(1, ["127.0.0.1:1"], upstream_extra='balance = "random";'), "balance is"),
+        (conf(1, ["127.0.0.1:1", "127.0.0.1:1"]), "listed twice"),
+        (conf(1, ["127.0.0.1:1"], upstream_extra="unknown_key = 1;"), "unknown key"),
+    ]:
+        path = os.path.join(tmp, "m.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([MEDUSAD, "-t", "-c", path], capture_output=True, text=True)
+        assert out.returncode == 1 and want in out.stderr and "m.conf:" in out.stderr, \
+            (want, out.stderr)
