@@ -124,9 +124,10 @@ void px_no_deadline(struct px_req *pr)
 
 /* ---- servers on this worker ---- */
 
-struct px_wsrv *px_wsrv_get(struct px_worker *pw, const struct px_server *s)
+/* The record's state on this worker, made on first use. */
+static struct px_wsrv *wsrv_of_rec(struct px_worker *pw, struct px_rec *rec)
 {
-    unsigned id = s->rec->id;
+    unsigned id = rec->id;
     if (id >= pw->nsrv) {
         unsigned n = px_rec_count();
         if (n <= id)
@@ -142,13 +143,19 @@ struct px_wsrv *px_wsrv_get(struct px_worker *pw, const struct px_server *s)
     if (!ws) {
         if (!(ws = calloc(1, sizeof *ws)))
             return NULL;
-        ws->rec = s->rec;
-        ws->slot = &s->rec->slots[pw->w->id];
+        ws->rec = rec;
+        ws->slot = &rec->slots[pw->w->id];
         list_init(&ws->idle);
         list_init(&ws->waiters);
         pw->srv[id] = ws;
     }
-    if (s->kind == PX_NAME && !ws->host) { /* (a state message may have made it) */
+    return ws;
+}
+
+struct px_wsrv *px_wsrv_get(struct px_worker *pw, const struct px_server *s)
+{
+    struct px_wsrv *ws = wsrv_of_rec(pw, s->rec);
+    if (ws && s->kind == PX_NAME && !ws->host) { /* (a state message may have made it) */
         if (!(ws->host = strdup(s->host)))
             return NULL;
         ws->port = s->port;
@@ -293,10 +300,9 @@ void px_worker_message(struct px_worker *pw, struct msg *m)
     msg_release(m);
     if (!rec)
         return;
-    struct px_server fake = {.rec = rec};
     struct px_wsrv *ws = wsrv_by_id(pw, rec->id);
     if (!ws && st != PXS_UP && st != PXS_ENABLED)
-        ws = px_wsrv_get(pw, &fake); /* a name's host comes with its first use */
+        ws = wsrv_of_rec(pw, rec); /* a name's host comes with its first use */
     if (!ws)
         return;
     switch (st) {
