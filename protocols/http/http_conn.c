@@ -251,13 +251,17 @@ static void linger(struct http_conn *hc)
     http_set_state(hc, HC_LINGER);
     http_watch(hc, EV_READ);
 }
+/* A response is out (or a 101 head): the access log, the counters. */
 static void count_response(struct http_conn *hc, struct http_req *r)
 {
+    if (r->srv->access_fd >= 0) /* (out of line: most servers log nothing) */
+        http_access_log(hc, r);
     struct http_counters *ct = http_conn_counters(hc);
     stat_add(&ct->requests, 1);
     stat_add(&hc->c->w->stats->requests, 1);
     int cls = r->status / 100;
     stat_add(&ct->status[cls >= 1 && cls <= 5 ? cls : 0], 1);
+    hc->nreq++;
 }
 
 /* The response is sent: log it, then read the next request, move, or
@@ -267,10 +271,7 @@ static void response_done(struct http_conn *hc)
     struct http_req *r = hc->req;
     if (hc->corked)
         http_cork(hc, 0);
-    if (r->srv->access_fd >= 0) /* (out of line: most servers log nothing) */
-        http_access_log(hc, r);
     count_response(hc, r);
-    hc->nreq++;
     if (r->close_after || hc->stopping) {
         if (r->len > r->parsed || !r->body_done)
             linger(hc);
@@ -307,10 +308,7 @@ static void response_done(struct http_conn *hc)
 static void tunnel_start(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
-    if (r->srv->access_fd >= 0) /* (out of line: most servers log nothing) */
-        http_access_log(hc, r);
     count_response(hc, r);
-    hc->nreq++;
     http_watch(hc, 0);
     http_set_state(hc, HC_TUNNEL);
     r->handler->ops->on_tunnel(r, hc->c->fd, r->buf + r->parsed, r->len - r->parsed);

@@ -107,7 +107,7 @@ void http_update_clock(struct http_worker *hw);
 /* Releases what a response holds (file, memory) and forgets it. */
 void http_resp_forget(struct http_req *r);
 
-/* http_log.c */
+/* http_log.c: one line for r; only for a server with an access log */
 void http_access_log(struct http_conn *hc, struct http_req *r);
 
 /* http_context.c: a server's handler contexts on one worker. */

@@ -25,8 +25,6 @@ static void log_escaped(struct sbuf *sb, const char *s, size_t len)
 void http_access_log(struct http_conn *hc, struct http_req *r)
 {
     const struct http_server *srv = r->srv;
-    if (srv->access_fd < 0)
-        return;
     /* Combined Log Format, host without the port. */
     char peer[64];
     size_t plen = http_client_ip(r, peer, sizeof peer);
