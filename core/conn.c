@@ -249,6 +249,22 @@ enum conn_line conn_next_line(struct evbuffer *in, size_t max, unsigned *discard
     }
 }
 
+size_t conn_peer_host(const struct conn *c, char *out, size_t len)
+{
+    const char *peer = c->peer;
+    size_t plen = strlen(peer);
+    const char *colon = strrchr(peer, ':');
+    if (colon && strncmp(peer, "unix:", 5) != 0)
+        plen = (size_t)(colon - peer);
+    if (plen > 1 && peer[0] == '[')
+        peer++, plen -= 2;
+    if (plen >= len)
+        plen = len - 1;
+    memcpy(out, peer, plen);
+    out[plen] = '\0';
+    return plen;
+}
+
 int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
@@ -262,13 +278,9 @@ int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t 
     errno = EINVAL;
     if (!colon)
         return -1;
-    size_t hl = (size_t)(colon - c->peer);
-    int v6 = c->peer[0] == '[';
-    if (v6 && (hl < 2 || c->peer[hl - 1] != ']'))
-        return -1;
-    snprintf(host, sizeof host, "%.*s", (int)(v6 ? hl - 2 : hl), c->peer + v6);
+    conn_peer_host(c, host, sizeof host);
     unsigned port = (unsigned)atoi(colon + 1);
-    if (v6) {
+    if (c->peer[0] == '[') {
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)port);

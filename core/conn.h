@@ -46,6 +46,9 @@ void conn_count_error(struct conn *c);
 /* The client's address: the one a PROXY header named (proxy_protocol
  * listeners), else the socket's peer. 0, or -1 (Unix sockets, errors). */
 int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len);
+/* The peer's address as text without the port ("10.0.0.1", "::1", or
+ * "unix:..."), the real client's behind a PROXY header; returns its length. */
+size_t conn_peer_host(const struct conn *c, char *out, size_t len);
 /* Line-based protocols (chat, FTP) on a bufferevent's input: the next line
  * ended by CRLF or LF, of at most max bytes.
  *   CONN_LINE_OK: the line is the first *len bytes of in; drain *skip

@@ -271,8 +271,6 @@ void http_body_resume(struct http_req *r);
  * http_tunnel_close. The connection stays a connection of this worker. */
 void http_tunnel(struct http_req *r);
 void http_tunnel_close(struct http_req *r);
-/* The client's address as text, without the port (X-Forwarded-For). */
-size_t http_client_ip(const struct http_req *r, char *out, size_t len);
 
 /* A small HTML error page; extra is NULL or complete header lines. */
 void http_error(struct http_req *r, int status, const char *extra);

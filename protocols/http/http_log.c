@@ -27,7 +27,7 @@ void http_access_log(struct http_conn *hc, struct http_req *r)
     const struct http_server *srv = r->srv;
     /* Combined Log Format, host without the port. */
     char peer[64];
-    size_t plen = http_client_ip(r, peer, sizeof peer);
+    size_t plen = conn_peer_host(r->c, peer, sizeof peer);
     struct sbuf sb = {0};
     sb_add(&sb, peer, plen);
     sb_adds(&sb, " - ");

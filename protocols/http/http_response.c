@@ -336,22 +336,6 @@ void http_tunnel(struct http_req *r)
     http_kick(r->hc);
 }
 
-size_t http_client_ip(const struct http_req *r, char *out, size_t len)
-{
-    const char *peer = r->c->peer;
-    size_t plen = strlen(peer);
-    const char *colon = strrchr(peer, ':');
-    if (colon && strncmp(peer, "unix:", 5) != 0)
-        plen = (size_t)(colon - peer);
-    if (plen > 1 && peer[0] == '[')
-        peer++, plen -= 2;
-    if (plen >= len)
-        plen = len - 1;
-    memcpy(out, peer, plen);
-    out[plen] = '\0';
-    return plen;
-}
-
 size_t http_origin(struct http_req *r, char *out, size_t outlen)
 {
     const struct http_str *host = &r->known[HK_HOST];

@@ -333,7 +333,7 @@ static int build_request(struct px_req *pr)
         sb_adds(o, "\r\n");
     }
     char ip[64];
-    http_client_ip(r, ip, sizeof ip);
+    conn_peer_host(r->c, ip, sizeof ip);
     sb_adds(o, "X-Forwarded-For: ");
     if (xff.len) {
         sb_add(o, xff.p, xff.len);
