@@ -47,6 +47,7 @@ enum core_msg {
     MSG_PING,          /* to worker: a = sequence; answered from its loop with MSG_PONG */
     MSG_PONG,          /* to supervisor: a = the ping's sequence */
     MSG_STALL,         /* to worker, test hook (MEDUSA_TEST_HOOKS=1): block the loop a ms */
+    MSG_TLS_KEYS,      /* to worker: ptr = struct tls_keys * (one reference), core/tls.h */
 };
 
 /* MSG_DRAIN: what the leaving worker does with its TCP listening sockets. */

@@ -10,6 +10,7 @@
 #include "core/bus.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/tls.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -140,6 +141,7 @@ static void free_service(struct service *s)
         s->module->free_cfg(s->pcfg);
     free(s->name);
     free(s->listen);
+    tls_service_free(s->tls);
 }
 
 static void config_free(struct config *c)
@@ -261,7 +263,7 @@ int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *l, struct listen_add
 static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_setting_t *block,
                          struct service *svc)
 {
-    static const char *const common[] = {"name", "listen", NULL};
+    static const char *const common[] = {"name", "listen", "tls_listen", "tls", NULL};
     svc->module = m;
     char what[64];
     snprintf(what, sizeof what, "a %s service", m->name);
@@ -274,18 +276,56 @@ static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_set
         return cfg_error(ctx, block, "every %s service needs a non-empty 'name'", m->name);
     if (!(svc->name = strdup(name)))
         return cfg_error(ctx, block, "out of memory");
-    config_setting_t *l = config_setting_get_member(block, "listen");
-    if (!l)
-        return cfg_error(ctx, block, "service '%s' needs 'listen'", svc->name);
-    if (cfg_listen(ctx, l, &svc->listen, &svc->nlisten) < 0)
+    config_setting_t *l = config_setting_get_member(block, "listen"),
+                     *tl = config_setting_get_member(block, "tls_listen"),
+                     *tb = config_setting_get_member(block, "tls");
+    if (!l && !tl)
+        return cfg_error(ctx, block, "service '%s' needs 'listen' or 'tls_listen'", svc->name);
+    if (l && cfg_listen(ctx, l, &svc->listen, &svc->nlisten) < 0)
         return -1;
-    return m->parse(ctx, block, &svc->pcfg);
+    if (tl) {
+        struct listen_addr *t = NULL, *all;
+        size_t nt = 0;
+        if (cfg_listen(ctx, tl, &t, &nt) < 0)
+            return -1;
+        if (!(all = realloc(svc->listen, (svc->nlisten + nt) * sizeof *all))) {
+            free(t);
+            return cfg_error(ctx, tl, "out of memory");
+        }
+        for (size_t i = 0; i < nt; i++) {
+            t[i].tls = 1;
+            all[svc->nlisten + i] = t[i];
+        }
+        free(t);
+        svc->listen = all;
+        svc->nlisten += nt;
+        if (!tb)
+            return cfg_error(ctx, tl, "'tls_listen' needs a 'tls' block with the certificate");
+    }
+    if (tb) {
+        if (!tl && !(m->flags & MODULE_STARTTLS))
+            return cfg_error(ctx, tb, "'tls' has no listener: add 'tls_listen'");
+        if (cfg_tls(ctx, tb, svc->name, m->alpn, &svc->tls) < 0)
+            return -1;
+    }
+    ctx->tls = svc->tls;
+    int rc = m->parse(ctx, block, &svc->pcfg);
+    ctx->tls = NULL;
+    return rc;
 }
 
-/* Lines of listen entries, for error messages about duplicates. */
+/* The setting of a listener, for error messages about duplicates: the
+ * i-th of `listen` then `tls_listen`. */
 static const config_setting_t *listen_entry(config_setting_t *block, size_t i)
 {
     config_setting_t *l = config_setting_get_member(block, "listen");
+    size_t nl = !l                                             ? 0
+                : config_setting_type(l) == CONFIG_TYPE_STRING ? 1
+                                                               : (size_t)config_setting_length(l);
+    if (i >= nl) {
+        l = config_setting_get_member(block, "tls_listen");
+        i -= nl;
+    }
     return config_setting_type(l) == CONFIG_TYPE_STRING ? l
                                                         : config_setting_get_elem(l, (unsigned)i);
 }
@@ -355,8 +395,15 @@ static int parse_sections(struct cfg_ctx *ctx, config_setting_t *root, struct co
 
 static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
-    static const char *const keys[] = {
-        "workers", "user", "group", "log", "grace_period", "worker_connections", "backlog", NULL};
+    static const char *const keys[] = {"workers",
+                                       "user",
+                                       "group",
+                                       "log",
+                                       "grace_period",
+                                       "worker_connections",
+                                       "backlog",
+                                       "tls_ticket_rotate",
+                                       NULL};
     const char *module_keys[65] = {0};
     for (unsigned p = 1, k = 0; p <= module_count() && k < 63; p++) {
         module_keys[k++] = module_at(p)->name;
@@ -367,16 +414,18 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
         parse_workers(ctx, root, c) < 0 || parse_log(ctx, root, c) < 0)
         return -1;
 
-    long long conns = 10000, backlog = 511;
+    long long conns = 10000, backlog = 511, rotate = 3600;
     c->grace_ms = 10000;
     const char *user = NULL, *group = NULL;
     if (cfg_int(ctx, root, "worker_connections", 1, 1000000, &conns) < 0 ||
         cfg_int(ctx, root, "backlog", 1, 65535, &backlog) < 0 ||
+        cfg_int(ctx, root, "tls_ticket_rotate", 60, 7 * 86400, &rotate) < 0 ||
         cfg_duration_ms(ctx, root, "grace_period", 3600, &c->grace_ms) < 0 ||
         cfg_string(ctx, root, "user", &user) < 0 || cfg_string(ctx, root, "group", &group) < 0)
         return -1;
     c->worker_connections = (unsigned)conns;
     c->backlog = (int)backlog;
+    c->tls_ticket_rotate = (unsigned)rotate;
     if ((user && !(c->user = strdup(user))) || (group && !(c->group = strdup(group))))
         return cfg_error(ctx, root, "out of memory");
     return parse_services(ctx, root, c) < 0 ? -1 : parse_sections(ctx, root, c);

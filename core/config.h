@@ -20,13 +20,15 @@
 #include <stddef.h>
 
 struct module;
+struct tls_service;
 
 struct service {
     const struct module *module;
     char *name;
-    struct listen_addr *listen;
+    struct listen_addr *listen; /* `listen`, then `tls_listen` (tls set) */
     size_t nlisten;
-    void *pcfg; /* the module's own configuration */
+    struct tls_service *tls; /* the service's `tls` block, or NULL */
+    void *pcfg;              /* the module's own configuration */
 };
 
 struct config {
@@ -37,6 +39,7 @@ struct config {
     int workers;                 /* resolved: "auto" became the online CPU count */
     unsigned grace_ms;           /* graceful stop: how long sessions may finish */
     unsigned worker_connections; /* per worker; accept pauses at this many */
+    unsigned tls_ticket_rotate;  /* seconds between new TLS ticket keys */
     int backlog;
     int log_level;
     char *error_log; /* "stderr" or an absolute path */
@@ -64,6 +67,9 @@ struct cfg_ctx {
     const char *dir;
     char *err;
     size_t errlen;
+    /* while a service's parse() runs: its `tls` (or NULL), to which
+     * virtual hosts add their certificates (cfg_tls_sni) */
+    struct tls_service *tls;
 };
 
 int cfg_error(struct cfg_ctx *ctx, const config_setting_t *at, const char *fmt, ...)

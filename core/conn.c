@@ -19,12 +19,18 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/tls.h"
 #include "core/worker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +46,7 @@ struct conn_move {
     struct timeval started;
     time_t last_active;
     struct evbuffer *in, *out; /* bufferevent modules: unread input, unsent output */
+    SSL *ssl;                  /* raw I/O modules' TLS, with what it has read */
     void *blob;
     void (*blob_free)(void *);
     unsigned proxied : 1;
@@ -91,35 +98,45 @@ static int put_input(struct bufferevent *bev, struct evbuffer *in)
     return rc;
 }
 
-/* The part of accepting and adopting that is the same. The descriptor is
- * closed on failure. */
+/* The part of accepting and adopting that is the same. The descriptor (and
+ * ssl) are closed on failure. */
 static struct conn *conn_setup(struct worker *w, const struct service *svc, int fd,
-                               const char *peer, struct evbuffer *in, struct evbuffer *out)
+                               const char *peer, struct evbuffer *in, struct evbuffer *out,
+                               SSL *ssl)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c) {
         log_error(peer, "out of memory for a connection; closed");
+        SSL_free(ssl);
         close(fd);
         return NULL;
     }
     c->fd = fd;
     c->w = w;
     c->svc = svc;
+    c->ssl = ssl;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     if (!(svc->module->flags & MODULE_RAW_IO)) {
         /* libevent closes the descriptor, after its last use of it: closing
          * it ourselves could come first when a callback closes the
-         * connection, and the number could be another thread's by then. */
-        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+         * connection, and the number could be another thread's by then.
+         * With TLS it frees the SSL too. */
+        c->bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev && ssl) /* a client that just closes is an end, not an error */
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
         if (!c->bev || (in && put_input(c->bev, in) < 0) ||
             (out && evbuffer_add_buffer(bufferevent_get_output(c->bev), out) < 0) ||
             !evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c) ||
             !evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c)) {
             log_error(peer, "cannot set up connection buffers; closed");
-            if (c->bev)
+            if (c->bev) {
                 bufferevent_free(c->bev);
-            else
+            } else {
+                SSL_free(ssl);
                 close(fd);
+            }
             free(c);
             return NULL;
         }
@@ -131,9 +148,14 @@ static struct conn *conn_setup(struct worker *w, const struct service *svc, int 
 }
 
 struct conn *conn_new(struct worker *w, struct config *cfg, const struct service *svc, int fd,
-                      const char *peer)
+                      const char *peer, int tls)
 {
-    struct conn *c = conn_setup(w, svc, fd, peer, NULL, NULL);
+    SSL *ssl = NULL;
+    if (tls && !(ssl = tls_new(svc->tls, fd, peer))) {
+        close(fd);
+        return NULL;
+    }
+    struct conn *c = conn_setup(w, svc, fd, peer, NULL, NULL, ssl);
     if (!c)
         return NULL;
     c->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
@@ -142,6 +164,203 @@ struct conn *conn_new(struct worker *w, struct config *cfg, const struct service
     c->last_active = c->started.tv_sec;
     stat_add(&w->stats->accepted, 1);
     return c;
+}
+
+/* ---- the TLS handshake, before the module has the connection ---- */
+
+struct tls_hs {
+    struct event ev; /* raw I/O: the socket; bufferevents: a timer */
+    struct timespec deadline;
+};
+
+static void hs_end(struct conn *c)
+{
+    event_del(&c->hs->ev);
+    free(c->hs);
+    c->hs = NULL;
+}
+
+/* One deadline for the whole handshake: a client that sends a byte at a
+ * time does not get a new timeout per byte. */
+static struct timeval hs_left(const struct tls_hs *hs)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long us = (long long)(hs->deadline.tv_sec - now.tv_sec) * 1000000 +
+                   (hs->deadline.tv_nsec - now.tv_nsec) / 1000;
+    if (us < 1)
+        us = 1;
+    return (struct timeval){(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+}
+
+static void hs_timed_out(struct conn *c)
+{
+    char why[80];
+    snprintf(why, sizeof why, "no handshake within %u ms", tls_handshake_timeout_ms(c->svc->tls));
+    tls_count_failed(c->ssl, c->peer, why);
+    conn_close(c);
+}
+
+static void hs_ready(struct conn *c)
+{
+    hs_end(c);
+    worker_conn_ready(c);
+}
+
+static void hs_raw_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        hs_timed_out(c);
+        return;
+    }
+    short want = 0;
+    int r = tls_handshake(c->ssl, c->peer, &want);
+    if (r < 0) {
+        conn_close(c);
+    } else if (r == 0) {
+        struct timeval tv = hs_left(c->hs);
+        event_del(&c->hs->ev);
+        event_assign(&c->hs->ev, c->w->base, fd, want, hs_raw_cb, c);
+        event_add(&c->hs->ev, &tv);
+    } else {
+        hs_ready(c);
+    }
+}
+
+static void hs_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hs_timed_out(arg);
+}
+
+static void hs_bev_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        tls_count_done(c->ssl);
+        /* the module's accept() gets it with reading off; what came with
+         * the end of the handshake waits in the input (worker_conn_ready
+         * lets the module hear of it) */
+        bufferevent_disable(bev, EV_READ);
+        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+        hs_ready(c);
+        return;
+    }
+    unsigned long e = bufferevent_get_openssl_error(bev);
+    const char *why = e ? ERR_reason_error_string(e) : NULL;
+    tls_count_failed(c->ssl, c->peer,
+                     why                      ? why
+                     : (what & BEV_EVENT_EOF) ? "the client closed"
+                                              : strerror(errno));
+    conn_close(c);
+}
+
+void conn_tls_accept(struct conn *c)
+{
+    if (!(c->hs = calloc(1, sizeof *c->hs))) {
+        log_error(c->peer, "out of memory for a TLS handshake; closed");
+        conn_close(c);
+        return;
+    }
+    unsigned ms = tls_handshake_timeout_ms(c->svc->tls);
+    clock_gettime(CLOCK_MONOTONIC, &c->hs->deadline);
+    c->hs->deadline.tv_sec += ms / 1000;
+    c->hs->deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (c->hs->deadline.tv_nsec >= 1000000000) {
+        c->hs->deadline.tv_sec++;
+        c->hs->deadline.tv_nsec -= 1000000000;
+    }
+    if (c->bev) {
+        struct timeval tv = hs_left(c->hs);
+        evtimer_assign(&c->hs->ev, c->w->base, hs_timer_cb, c);
+        evtimer_add(&c->hs->ev, &tv);
+        bufferevent_setcb(c->bev, NULL, NULL, hs_bev_cb, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    /* Clients speak first (TCP_DEFER_ACCEPT): the hello is usually here. */
+    event_assign(&c->hs->ev, c->w->base, c->fd, EV_READ, hs_raw_cb, c);
+    hs_raw_cb(c->fd, EV_READ, c);
+}
+
+ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want)
+{
+    if (c->ssl)
+        return tls_read(c->ssl, buf, len, want);
+    *want = EV_READ;
+    return read(c->fd, buf, len);
+}
+
+ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want)
+{
+    if (c->ssl)
+        return tls_write(c->ssl, buf, len, want);
+    *want = EV_WRITE;
+    return send(c->fd, buf, len, MSG_NOSIGNAL);
+}
+
+int conn_starttls(struct conn *c)
+{
+    if (!c->bev || c->ssl || !c->svc->tls)
+        return -1;
+    struct evbuffer *in = bufferevent_get_input(c->bev), *out = bufferevent_get_output(c->bev);
+    size_t junk = evbuffer_get_length(in);
+    if (junk)
+        log_warn(c->peer, "%zu bytes sent before the TLS handshake dropped", junk);
+    /* The reply is a line; a socket that cannot take it now is a client
+     * that is not reading: give up. */
+    evbuffer_unfreeze(out, 1);
+    while (evbuffer_get_length(out)) {
+        int n = evbuffer_write(out, c->fd);
+        if (n <= 0) {
+            log_info(c->peer, "cannot send the reply before TLS: %s",
+                     n < 0 ? strerror(errno) : "connection closed");
+            return -1;
+        }
+    }
+    SSL *ssl = tls_new(c->svc->tls, c->fd, c->peer);
+    if (!ssl)
+        return -1;
+    /* The plain bufferevent lets the descriptor go (it may be inside one
+     * of its callbacks: libevent frees it afterwards). */
+    evbuffer_remove_cb(in, count_in, c);
+    evbuffer_remove_cb(out, count_out, c);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    bufferevent_setfd(c->bev, -1);
+    bufferevent_free(c->bev);
+    c->bev = bufferevent_openssl_socket_new(c->w->base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        SSL_free(ssl);
+        return -1; /* conn_close closes the descriptor: c->bev is NULL */
+    }
+    c->ssl = ssl;
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    if (!evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c) ||
+        !evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c))
+        return -1;
+    bufferevent_disable(c->bev, EV_READ);
+    return 0;
+}
+
+void conn_shutdown_write(struct conn *c)
+{
+    if (c->ssl && !c->bev && SSL_is_init_finished(c->ssl))
+        SSL_shutdown(c->ssl);
+    shutdown(c->fd, SHUT_WR);
+}
+
+int conn_pending(const struct conn *c)
+{
+    return c->ssl && !c->bev && SSL_has_pending(c->ssl);
+}
+
+int conn_movable(const struct conn *c)
+{
+    return !(c->ssl && c->bev);
 }
 
 /* Off the worker's list and counters; the caller frees. */
@@ -161,13 +380,21 @@ static void close_conn(struct conn *c, int tell)
         return;
     c->closing = 2;
     const struct module *m = c->svc->module;
-    if (tell && m->closed)
+    if (tell && c->handed && m->closed)
         m->closed(worker_module_state(c->w, m), c);
     struct worker *w = c->w;
-    if (c->bev)
-        bufferevent_free(c->bev);
-    else
+    if (c->hs)
+        hs_end(c);
+    if (c->bev) {
+        bufferevent_free(c->bev); /* and its SSL */
+    } else {
+        if (c->ssl) {
+            if (tell && SSL_is_init_finished(c->ssl)) /* a close_notify, if the socket takes it */
+                SSL_shutdown(c->ssl);
+            SSL_free(c->ssl);
+        }
         close(c->fd);
+    }
     conn_detach(c);
     stat_add(&w->stats->closed, 1);
     config_unref(c->cfg);
@@ -315,6 +542,7 @@ void conn_move_free(void *p)
     struct conn_move *mv = p;
     log_warn(mv->peer, "connection %llu closed: it could not be moved to another worker",
              (unsigned long long)mv->id);
+    SSL_free(mv->ssl);
     if (mv->fd >= 0)
         close(mv->fd);
     if (mv->in)
@@ -352,6 +580,14 @@ static int take_buffers(struct conn *c, struct conn_move *mv)
 void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
 {
     struct worker *w = c->w;
+    if (!conn_movable(c)) { /* the module should not have asked */
+        log_error(c->peer, "a TLS session cannot move to another worker; connection %llu closed",
+                  (unsigned long long)c->id);
+        if (blob && blob_free)
+            blob_free(blob);
+        close_conn(c, 0);
+        return;
+    }
     struct conn_move *mv = calloc(1, sizeof *mv);
     if (!mv || (c->bev && take_buffers(c, mv) < 0)) {
         log_error(c->peer, "out of memory moving connection %llu; closed",
@@ -386,6 +622,7 @@ void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
     mv->blob_free = blob_free;
     snprintf(mv->peer, sizeof mv->peer, "%s", c->peer);
     mv->proxied = c->proxied;
+    mv->ssl = c->ssl;
     conn_detach(c);
     stat_add(&w->stats->moved_out, 1);
     free(c);
@@ -398,7 +635,8 @@ void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
 void conn_adopt(struct worker *w, struct conn_move *mv)
 {
     const struct module *m = mv->svc->module;
-    struct conn *c = conn_setup(w, mv->svc, mv->fd, mv->peer, mv->in, mv->out);
+    struct conn *c = conn_setup(w, mv->svc, mv->fd, mv->peer, mv->in, mv->out, mv->ssl);
+    mv->ssl = NULL; /* conn_setup has it, or freed it */
     if (mv->in)
         evbuffer_free(mv->in);
     if (mv->out)
@@ -416,6 +654,7 @@ void conn_adopt(struct worker *w, struct conn_move *mv)
     c->started = mv->started;
     c->last_active = mv->last_active;
     c->proxied = mv->proxied;
+    c->handed = 1;
     void *blob = mv->blob;
     free(mv);
     stat_add(&w->stats->moved_in, 1);

@@ -17,6 +17,8 @@
 
 struct config;
 struct service;
+struct ssl_st;
+struct tls_hs;
 struct worker;
 
 struct conn {
@@ -26,6 +28,8 @@ struct conn {
     struct config *cfg;        /* snapshot it was accepted under (a reference) */
     const struct service *svc; /* in cfg */
     struct bufferevent *bev;   /* NULL for MODULE_RAW_IO modules */
+    struct ssl_st *ssl;        /* TLS (the bufferevent's, for bufferevent modules), or NULL */
+    struct tls_hs *hs;         /* while the core makes the TLS handshake */
     int fd;
     void *ctx; /* the module's per-connection state */
     uint64_t bytes_in, bytes_out;
@@ -33,6 +37,7 @@ struct conn {
     time_t last_active;   /* seconds (wall clock, the loop's cached time) */
     unsigned closing : 2; /* 1: flushing before close, 2: closed */
     unsigned proxied : 1; /* peer is the client a PROXY header named, not the TCP peer */
+    unsigned handed : 1;  /* the module has it (after the TLS handshake, if any) */
     char peer[64];
 };
 
@@ -60,6 +65,30 @@ size_t conn_peer_host(const struct conn *c, char *out, size_t len);
 enum conn_line { CONN_LINE_NONE, CONN_LINE_OK, CONN_LINE_TOO_LONG };
 enum conn_line conn_next_line(struct evbuffer *in, size_t max, unsigned *discarding, size_t *len,
                               size_t *skip);
+/* I/O for MODULE_RAW_IO modules, plain or TLS alike, with the contract of
+ * read(2) and send(2) (never SIGPIPE): n > 0; 0 at the end of the stream
+ * (read); -1 with errno, EAGAIN meaning "call again when *want (EV_READ or
+ * EV_WRITE) is ready". Bytes are not counted: conn_count_in/out. */
+ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want);
+ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want);
+/* STARTTLS for bufferevent modules (FTP's AUTH TLS): what is queued for
+ * the client (the reply that says "go ahead") is sent now, input the
+ * client sent before its handshake is dropped (plain text must not pass
+ * as protected, RFC 4217 and the STARTTLS injection attacks), and c->bev
+ * becomes a TLS bufferevent in the accepting state, with no callbacks and
+ * reading off. The module then sets its callbacks: BEV_EVENT_CONNECTED
+ * means the handshake is done (tls_count_done), an error before it that it
+ * failed (tls_count_failed). 0, or -1 (c must be closed). */
+int conn_starttls(struct conn *c);
+/* Ends our direction: a TLS close_notify, then the TCP FIN; reading goes
+ * on. */
+void conn_shutdown_write(struct conn *c);
+/* Bytes TLS has read from the socket and not yet given out: the socket
+ * will not say it is readable for them. 0 for plain connections. */
+int conn_pending(const struct conn *c);
+/* Whether conn_move can carry the session (a TLS bufferevent cannot
+ * leave its loop: such sessions finish where they are). */
+int conn_movable(const struct conn *c);
 /* Byte accounting for MODULE_RAW_IO modules (bufferevents count their own). */
 void conn_count_in(struct conn *c, size_t n);
 void conn_count_out(struct conn *c, size_t n);
@@ -82,10 +111,13 @@ void conn_move_free(void *mv);
 /* The supervisor's view of a move, to say where it goes. */
 uint64_t conn_move_id(const struct conn_move *mv);
 
-/* worker.c: wraps a descriptor accepted under cfg (svc is in it); NULL
- * (fd closed) on failure. */
+/* worker.c: wraps a descriptor accepted under cfg (svc is in it), on a
+ * TLS listener if tls; NULL (fd closed) on failure. */
 struct conn *conn_new(struct worker *w, struct config *cfg, const struct service *svc, int fd,
-                      const char *peer);
+                      const char *peer, int tls);
+/* worker.c: makes the TLS handshake of a conn_new(.., tls) connection,
+ * then calls worker_conn_ready(c), or closes c if it fails or times out. */
+void conn_tls_accept(struct conn *c);
 /* worker.c: takes a moved session (mv is consumed) and hands it to its
  * module's adopt(). */
 void conn_adopt(struct worker *w, struct conn_move *mv);

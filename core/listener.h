@@ -21,6 +21,7 @@ struct listen_addr {
     char text[LISTEN_TEXT_MAX]; /* canonical form, for logs and duplicate checks */
     int proxy_protocol;         /* "ADDRESS proxy_protocol": clients come through a
                                  * load balancer that sends a PROXY header first */
+    int tls;                    /* from the service's tls_listen: TLS from the first byte */
 };
 
 /* "HOST:PORT", "[IPv6]:PORT" or "unix:PATH", optionally followed by

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/supervisor.h"
+#include "core/tls.h"
 #include "protocols.h"
 #include "version.h"
 
@@ -130,6 +131,8 @@ int main(int argc, char **argv)
     }
     log_init();
     modules_register(modules);
+    if (tls_global_init() < 0)
+        return 1;
     if (test) {
         char err[CONFIG_ERR_MAX];
         struct config *c = config_load(config, err, sizeof err);

@@ -64,10 +64,16 @@ enum module_stats_format { MODULE_STATS_TEXT, MODULE_STATS_JSON, MODULE_STATS_PR
  * bufferevent (an idle connection then holds no buffers) and the module
  * counts bytes with conn_count_in/out. */
 #define MODULE_RAW_IO 0x4u
+/* The protocol upgrades to TLS itself (FTP's AUTH TLS): a `tls` block is
+ * meaningful on its plain `listen` ports too, not only with tls_listen. */
+#define MODULE_STARTTLS 0x8u
 
 struct module {
     const char *name; /* its configuration key, e.g. "chat"; required */
     unsigned flags;
+    /* The protocols it offers in TLS's ALPN, in wire form ("\x08http/1.1"),
+     * or NULL. */
+    const char *alpn;
 
     /* ---- configuration ----
      * A service module has a top-level list of service blocks,
@@ -98,7 +104,9 @@ struct module {
     void (*worker_config)(void *state, struct config *cfg);
     /* A new connection (required for service modules). c->bev is ready
      * with reading off, or with MODULE_RAW_IO, c->fd is non-blocking and
-     * nothing watches it. */
+     * nothing watches it. On a tls_listen port the TLS handshake is
+     * already done: c->ssl is set, and MODULE_RAW_IO modules use
+     * conn_read/conn_write (which also serve plain connections). */
     void (*accept)(void *state, struct conn *c);
     /* The connection is being closed, by anyone: release c->ctx. */
     void (*closed)(void *state, struct conn *c);

@@ -3,6 +3,7 @@
 #include "core/stats.h"
 
 #include "core/bus.h"
+#include "core/tls.h"
 #include "core/module.h"
 #include "core/sbuf.h"
 #include "version.h"
@@ -107,6 +108,9 @@ void stats_report(const struct config *cfg, enum module_stats_format fmt, struct
         sb_addf(sb, "medusa %s, pid %d, up %lld s\n", MEDUSA_VERSION, (int)getpid(), uptime);
         report_workers(fmt, sb);
     }
+    if (fmt == MODULE_STATS_JSON)
+        sb_adds(sb, ",\"tls\":");
+    tls_stats(fmt, sb);
     for (unsigned i = 1; i <= module_count(); i++) {
         const struct module *m = module_at(i);
         if (!m->stats)

@@ -26,6 +26,7 @@
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/tls.h"
 #include "core/supervisor_impl.h"
 #include "core/worker.h"
 
@@ -280,6 +281,7 @@ static int reload(struct supervisor *s, char *err, size_t errlen)
         else
             log_info(NULL, "'workers' is now %d in the file: applied live", cfg->workers);
     }
+    tls_keys_set_rotation(cfg->tls_ticket_rotate);
     for (unsigned i = 1; i <= module_count(); i++)
         if (module_at(i)->sup_config && s->mstate[i])
             module_at(i)->sup_config(s->mstate[i], cfg);
@@ -556,6 +558,9 @@ int supervisor_run(const char *config_path, int workers_override)
         goto out;
     }
     bus_set_live(BUS_SUPERVISOR, 1);
+    tls_thread_init(BUS_SUPERVISOR);
+    if (tls_keys_start(s->base, s->cfg->tls_ticket_rotate) < 0)
+        goto out;
     if (bus_thread_init(BUS_SUPERVISOR, s->base, dispatch, s) < 0 || start_workers(s) < 0) {
         log_error(NULL, "cannot set up the supervisor's inbox or the workers");
         goto out_workers;
@@ -591,6 +596,11 @@ int supervisor_run(const char *config_path, int workers_override)
         stop(s, 0);
         goto run;
     }
+    for (size_t i = 0; i < s->cfg->nservices; i++)
+        if (s->cfg->services[i].tls) {
+            log_info(NULL, "TLS: kernel TLS offload: %s", tls_ktls_status());
+            break;
+        }
     log_info(NULL, "medusad started: %d worker%s, pid %d", s->nworkers, s->nworkers == 1 ? "" : "s",
              (int)getpid());
     notify_start(s); /* READY=1 once every worker has answered */
@@ -626,6 +636,7 @@ out:
             event_free(sev[i]);
     bus_thread_fini();
     bus_shutdown();
+    tls_keys_stop();
     free(s->mstate);
     if (s->base)
         event_base_free(s->base);

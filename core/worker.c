@@ -40,9 +40,12 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/proxyproto.h"
+#include "core/tls.h"
 #include "core/sbuf.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -67,6 +70,7 @@ struct wlistener {
     char *text;
     const struct service *svc; /* resolved in w->cfg; NULL if the service went away */
     int proxy;                 /* clients send a PROXY header first */
+    int tls;                   /* a tls_listen address */
     struct event *ev;
     int disabled; /* by the console: not accepting, connections kept */
 };
@@ -130,31 +134,59 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     resume_accept(arg);
 }
 
-/* The connection goes to its module. waited: it waited for a PROXY header.
- * Inlined: the accept path of every connection pays no call for it. */
-static inline __attribute__((always_inline)) void hand_over(struct worker *w, struct config *cfg,
-                                                            const struct service *svc, int fd,
-                                                            const char *peer, const char *listener,
-                                                            int is_unix, int proxied, int waited)
+/* The module gets the connection. late: time has passed since it was
+ * accepted (a PROXY header, a TLS handshake), so the worker may have
+ * begun to stop meanwhile. */
+static inline __attribute__((always_inline)) void give_to_module(struct worker *w, struct conn *c,
+                                                                 int late)
+{
+    const struct module *m = c->svc->module;
+    uint64_t id = c->id;
+    c->handed = 1;
+    m->accept(worker_module_state(w, m), c);
+    /* A connection that came while the worker stops or leaves: the
+     * module hears of that at once, as its other sessions did. (accept may
+     * have closed c: look it up.) */
+    if (late && w->stopping && m->drain && (c = worker_find_conn(w, id)) && !c->closing)
+        m->drain(worker_module_state(w, m), c, w->cfg->grace_ms,
+                 w->leaving && m->adopt && conn_movable(c));
+}
+
+void worker_conn_ready(struct conn *c)
+{
+    struct worker *w = c->w;
+    uint64_t id = c->id;
+    give_to_module(w, c, 1);
+    /* Bytes that came with the end of the handshake are already in the
+     * bufferevent's input: the socket will not announce them again. */
+    if ((c = worker_find_conn(w, id)) && c->bev && !c->closing &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)))
+        bufferevent_trigger(c->bev, EV_READ, 0);
+}
+
+/* The connection goes to its module, after its TLS handshake on a TLS
+ * listener. waited: it waited for a PROXY header. Inlined: the accept path
+ * of every connection pays no call for it. */
+static inline __attribute__((always_inline)) void
+hand_over(struct worker *w, struct config *cfg, const struct service *svc, int fd, const char *peer,
+          const char *listener, int is_unix, int proxied, int waited, int tls)
 {
     const struct module *m = svc->module;
     if (!is_unix && (m->flags & MODULE_TCP_NODELAY)) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    struct conn *c = conn_new(w, cfg, svc, fd, peer);
+    struct conn *c = conn_new(w, cfg, svc, fd, peer, tls);
     if (!c)
         return;
     if (proxied) /* conn_new made it 0 */
         c->proxied = 1;
-    log_debug(peer, "accepted on %s (%s)%s", listener, svc->name, proxied ? " via PROXY" : "");
-    uint64_t id = c->id;
-    m->accept(worker_module_state(w, m), c);
-    /* A PROXY header that came while the worker stops or leaves: the
-     * module hears of that at once, as its other sessions did. (accept may
-     * have closed c: look it up.) */
-    if (waited && w->stopping && m->drain && (c = worker_find_conn(w, id)) && !c->closing)
-        m->drain(worker_module_state(w, m), c, w->cfg->grace_ms, w->leaving && m->adopt);
+    log_debug(peer, "accepted on %s (%s)%s%s", listener, svc->name, proxied ? " via PROXY" : "",
+              tls ? ", TLS" : "");
+    if (tls)
+        conn_tls_accept(c);
+    else
+        give_to_module(w, c, waited);
 }
 
 /* ---- listeners with proxy_protocol: the header comes first ----
@@ -164,7 +196,7 @@ static inline __attribute__((always_inline)) void hand_over(struct worker *w, st
 struct proxy_wait {
     struct list node;
     struct worker *w;
-    int fd, is_unix;
+    int fd, is_unix, tls;
     char *listener;
     struct config *cfg;        /* the snapshot it was accepted under (a reference) */
     const struct service *svc; /* in cfg */
@@ -265,7 +297,7 @@ static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
             sockaddr_text((struct sockaddr *)&src, srclen, peer, sizeof peer);
         else
             snprintf(peer, sizeof peer, "%s", p->peer); /* LOCAL or UNKNOWN */
-        int is_unix = p->is_unix;
+        int is_unix = p->is_unix, tls = p->tls;
         char listener[LISTEN_TEXT_MAX];
         snprintf(listener, sizeof listener, "%s", p->listener);
         /* The connection keeps the snapshot it was accepted under, as one
@@ -273,7 +305,7 @@ static void proxy_read_cb(evutil_socket_t fd, short what, void *arg)
         struct config *cfg = config_ref(p->cfg);
         const struct service *svc = p->svc;
         proxy_wait_free(p, 0);
-        hand_over(w, cfg, svc, (int)fd, peer, listener, is_unix, srclen != 0, 1);
+        hand_over(w, cfg, svc, (int)fd, peer, listener, is_unix, srclen != 0, 1, tls);
         config_unref(cfg);
         return;
     }
@@ -299,6 +331,7 @@ static void proxy_wait_start(struct worker *w, struct wlistener *l, int fd, cons
     w->nconns++;
     p->fd = fd;
     p->is_unix = l->is_unix;
+    p->tls = l->tls;
     p->cfg = config_ref(w->cfg);
     p->svc = l->svc;
     p->deadline = now_ms() + PROXY_TIMEOUT_MS;
@@ -322,7 +355,7 @@ static void accept_one(struct worker *w, struct wlistener *l, int fd, struct soc
     if (l->proxy)
         proxy_wait_start(w, l, fd, peer);
     else
-        hand_over(w, w->cfg, l->svc, fd, peer, l->text, l->is_unix, 0, 0);
+        hand_over(w, w->cfg, l->svc, fd, peer, l->text, l->is_unix, 0, 0, l->tls);
 }
 
 /* Returns how many were accepted; stops at EAGAIN, at the limit, or on
@@ -419,14 +452,17 @@ static void listener_give_back(struct worker *w, struct wlistener *l)
 static void resolve_listener(struct worker *w, struct wlistener *l)
 {
     l->svc = config_service(w->cfg, l->service);
-    l->proxy = 0;
+    l->proxy = l->tls = 0;
     for (size_t i = 0; l->svc && i < l->svc->nlisten; i++)
-        if (strcmp(l->svc->listen[i].text, l->text) == 0)
+        if (strcmp(l->svc->listen[i].text, l->text) == 0) {
             l->proxy = l->svc->listen[i].proxy_protocol;
+            l->tls = l->svc->listen[i].tls;
+        }
     if (l->svc && !l->is_unix) {
         /* The kernel keeps a silent connection out of the accept queue for
-         * up to this many seconds, then hands it over anyway. */
-        int secs = (l->svc->module->flags & MODULE_DEFER_ACCEPT) ? 1 : 0;
+         * up to this many seconds, then hands it over anyway. (A TLS
+         * client always speaks first.) */
+        int secs = (l->svc->module->flags & MODULE_DEFER_ACCEPT) || l->tls ? 1 : 0;
         if (setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) < 0)
             log_warn(l->text, "TCP_DEFER_ACCEPT: %s", strerror(errno));
     }
@@ -547,8 +583,8 @@ static void drain_sessions(struct worker *w, unsigned grace_ms, int move)
     {
         struct conn *c = list_entry(pos, struct conn, node);
         const struct module *m = c->svc->module;
-        if (m->drain && !c->closing)
-            m->drain(worker_module_state(w, m), c, grace_ms, move && m->adopt);
+        if (m->drain && !c->closing && c->handed) /* (a TLS handshake: see give_to_module) */
+            m->drain(worker_module_state(w, m), c, grace_ms, move && m->adopt && conn_movable(c));
     }
 }
 
@@ -679,7 +715,9 @@ void worker_describe_conn(struct worker *w, struct conn *c, char *buf, size_t le
 {
     buf[0] = '\0';
     const struct module *m = c->svc->module;
-    if (m->describe)
+    if (!c->handed)
+        snprintf(buf, len, "TLS handshake");
+    else if (m->describe)
         m->describe(worker_module_state(w, m), c, buf, len);
 }
 
@@ -749,6 +787,10 @@ static void dispatch(struct msg *m, void *arg)
         bus_send(BUS_SUPERVISOR, &pong);
         break;
     }
+    case MSG_TLS_KEYS:
+        tls_thread_keys(m->ptr);
+        m->ptr = NULL; /* the thread has the reference */
+        break;
     case MSG_STALL:
         if (getenv("MEDUSA_TEST_HOOKS")) { /* tests of the watchdog only */
             log_warn(NULL, "stalling the event loop for %llu ms (test hook)",
@@ -780,6 +822,7 @@ struct worker *worker_new(int id, struct config *cfg)
     w->stats = stats_slot(id);
     stats_reset(id);
     w->cfg = config_ref(cfg);
+    w->tls_keys = tls_keys_current();
     return w;
 }
 
@@ -831,6 +874,9 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     log_set_thread(w->id);
+    tls_thread_init(w->id);
+    tls_thread_keys(w->tls_keys);
+    w->tls_keys = NULL;
     struct event_config *ec = event_config_new();
     if (ec) /* this base is only ever touched by this thread */
         event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
@@ -859,6 +905,7 @@ static void *worker_main(void *arg)
     close_all(w);
     modules_dispose(w);
     bus_thread_fini();
+    tls_thread_keys(NULL);
     log_debug(NULL, "worker stopped");
 out:
     if (w->resume_ev)
@@ -889,6 +936,7 @@ void worker_free(struct worker *w)
     if (w->base)
         event_base_free(w->base);
     config_unref(w->cfg);
+    tls_keys_unref(w->tls_keys); /* a worker that never started */
     free(w->mstate);
     free(w);
 }

@@ -48,6 +48,7 @@ struct worker {
     int leaving;                /* stopping because the server scales down: sessions move */
     int draining;               /* the supervisor's mark: leaving (supervisor thread only) */
     struct worker_stats *stats; /* stats_slot(id) */
+    struct tls_keys *tls_keys;  /* the ticket keys it starts with, until its thread takes them */
 };
 
 /* ---- for modules, on the worker's own thread ---- */
@@ -73,3 +74,5 @@ void worker_free(struct worker *w);
 
 /* For conn.c: the connection left the worker's list. */
 void worker_conn_gone(struct worker *w);
+/* For conn.c: the TLS handshake is done; the module gets the connection. */
+void worker_conn_ready(struct conn *c);

@@ -550,6 +550,7 @@ const struct module http_module = {
     .name = "http",
     /* Nagle is turned off per connection once it is kept alive. */
     .flags = MODULE_DEFER_ACCEPT | MODULE_RAW_IO,
+    .alpn = "\x08http/1.1", /* (room for h2) */
     .keys = http_keys,
     .parse = http_parse,
     .free_cfg = http_free_cfg,

@@ -74,9 +74,10 @@ struct http_handler_ops {
     /* HTTP_ASYNC streams: what was queued with http_stream_write has gone
      * out to the client; the handler may produce more. */
     void (*on_drain)(struct http_req *r);
-    /* http_tunnel(): the 101 head is sent and the socket is the handler's
-     * (see there); pending holds what the client sent after its request. */
-    void (*on_tunnel)(struct http_req *r, int fd, const char *pending, size_t len);
+    /* http_tunnel(): the 101 head is sent and the connection's socket is
+     * the handler's (see there), read and written with conn_read/conn_write
+     * (TLS or not); pending holds what the client sent after its request. */
+    void (*on_tunnel)(struct http_req *r, struct conn *c, const char *pending, size_t len);
     /* Per-worker state (h2o's on_context_init/dispose). A worker makes one
      * context per handler for each configuration snapshot it serves, the
      * first time it serves a connection under it, and disposes of it on

@@ -30,6 +30,8 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -172,18 +174,28 @@ static void req_put(struct http_conn *hc)
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
 
+/* TLS may hold the next bytes already (read from the socket with the
+ * record before): the socket will not say so, so the loop is told. */
+static __attribute__((noinline)) void tls_read_pending(struct http_conn *hc)
+{
+    if (conn_pending(hc->c))
+        event_active(&hc->ev, EV_READ, 1);
+}
+
 void http_watch(struct http_conn *hc, short what)
 {
-    if (hc->watching == what && (what || !hc->kicked))
-        return;
-    if (hc->watching || hc->kicked)
-        event_del(&hc->ev);
-    hc->kicked = 0;
-    hc->watching = what;
-    if (!what)
-        return;
-    event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, what | EV_PERSIST, io_cb, hc);
-    event_add(&hc->ev, NULL);
+    if (hc->watching != what || (!what && hc->kicked)) {
+        if (hc->watching || hc->kicked)
+            event_del(&hc->ev);
+        hc->kicked = 0;
+        hc->watching = what;
+        if (!what)
+            return;
+        event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, what | EV_PERSIST, io_cb, hc);
+        event_add(&hc->ev, NULL);
+    }
+    if (__builtin_expect(hc->c->ssl != NULL, 0) && what == EV_READ)
+        tls_read_pending(hc);
 }
 
 void http_kick(struct http_conn *hc)
@@ -247,7 +259,7 @@ void http_conn_close(struct http_conn *hc)
 static void linger(struct http_conn *hc)
 {
     req_put(hc);
-    shutdown(hc->c->fd, SHUT_WR);
+    conn_shutdown_write(hc->c);
     http_set_state(hc, HC_LINGER);
     http_watch(hc, EV_READ);
 }
@@ -314,7 +326,7 @@ static void tunnel_start(struct http_conn *hc)
     count_response(hc, r);
     http_watch(hc, 0);
     http_set_state(hc, HC_TUNNEL);
-    r->handler->ops->on_tunnel(r, hc->c->fd, r->buf + r->parsed, r->len - r->parsed);
+    r->handler->ops->on_tunnel(r, hc->c, r->buf + r->parsed, r->len - r->parsed);
 }
 
 void http_tunnel_close(struct http_req *r)
@@ -342,6 +354,55 @@ static __attribute__((noinline)) void stream_sent(struct http_conn *hc)
     }
 }
 
+/* ---- TLS: records from a bounded buffer ----
+ * A TLS record carries at most 16 KiB: the head and a memory body are
+ * copied into one (a small response is one record and one write), and a
+ * file goes through it slice by slice, read only as fast as the socket
+ * takes it. A write that must be retried is made again from the same
+ * offsets, so it carries the same bytes (OpenSSL's rule). With kernel TLS
+ * the file goes with SSL_sendfile instead. */
+static __thread unsigned char tls_out[16384];
+
+static __attribute__((noinline)) ssize_t tls_send_mem(struct http_conn *hc, struct http_req *r,
+                                                      size_t head, size_t mem)
+{
+    size_t k = head < sizeof tls_out ? head : sizeof tls_out;
+    size_t m = mem < sizeof tls_out - k ? mem : sizeof tls_out - k;
+    memcpy(tls_out, r->out + r->out_off, k);
+    memcpy(tls_out + k, r->mem + r->mem_off, m);
+    short want;
+    ssize_t n = conn_write(hc->c, tls_out, k + m, &want);
+    if (n > 0) {
+        size_t h = (size_t)n < head ? (size_t)n : head;
+        r->out_off += h;
+        r->mem_off += (size_t)n - h;
+    }
+    return n;
+}
+
+static __attribute__((noinline)) ssize_t tls_send_file(struct http_conn *hc, struct http_req *r,
+                                                       size_t want)
+{
+    SSL *ssl = hc->c->ssl;
+    ssize_t n;
+    if (BIO_get_ktls_send(SSL_get_wbio(ssl))) {
+        ERR_clear_error();
+        n = SSL_sendfile(ssl, r->file_fd, r->file_off, want, 0);
+        if (n < 0 && SSL_get_error(ssl, (int)n) == SSL_ERROR_WANT_WRITE)
+            errno = EAGAIN;
+    } else {
+        ssize_t got =
+            pread(r->file_fd, tls_out, want < sizeof tls_out ? want : sizeof tls_out, r->file_off);
+        if (got <= 0)
+            return got;
+        short ev;
+        n = conn_write(hc->c, tls_out, (size_t)got, &ev);
+    }
+    if (n > 0)
+        r->file_off += n;
+    return n;
+}
+
 static void flush(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
@@ -350,7 +411,9 @@ static void flush(struct http_conn *hc)
         int full = 0;
         size_t head = r->out_len - r->out_off, mem = r->mem_len - r->mem_off;
         ssize_t n;
-        if (head || mem) {
+        if (__builtin_expect(hc->c->ssl != NULL, 0) && (head || mem)) {
+            n = tls_send_mem(hc, r, head, mem);
+        } else if (head || mem) {
             struct iovec iov[2];
             int cnt = 0;
             if (head)
@@ -378,9 +441,13 @@ static void flush(struct http_conn *hc)
             }
             off_t left = r->file_end - r->file_off;
             size_t want = left > SEND_SLICE ? SEND_SLICE : (size_t)left;
-            n = sendfile(hc->c->fd, r->file_fd, &r->file_off, want);
-            if (n > 0 && (size_t)n < want)
-                full = 1;
+            if (__builtin_expect(hc->c->ssl != NULL, 0)) {
+                n = tls_send_file(hc, r, want);
+            } else {
+                n = sendfile(hc->c->fd, r->file_fd, &r->file_off, want);
+                if (n > 0 && (size_t)n < want)
+                    full = 1;
+            }
             if (n == 0) { /* the file shrank under us */
                 log_warn(hc->c->peer, "file shrank while being sent; closing");
                 r->close_after = 1;
@@ -443,7 +510,8 @@ static void on_readable(struct http_conn *hc)
 {
     if (hc->state == HC_LINGER) {
         char sink[16384];
-        ssize_t n = read(hc->c->fd, sink, sizeof sink);
+        short want;
+        ssize_t n = conn_read(hc->c, sink, sizeof sink, &want);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
             http_conn_close(hc);
         return;
@@ -464,7 +532,9 @@ static void on_readable(struct http_conn *hc)
         r->buf = b;
         r->cap *= 2;
     }
-    ssize_t n = read(hc->c->fd, r->buf + r->len, r->cap - r->len);
+    short want; /* (a TLS read that waits to write, a key update's answer, gets its
+                 * socket space with the next response: reading waits for input) */
+    ssize_t n = conn_read(hc->c, r->buf + r->len, r->cap - r->len, &want);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             if (!r->len)

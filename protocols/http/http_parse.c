@@ -146,7 +146,8 @@ static void on_head(struct http_conn *hc, struct http_req *r)
             /* The socket is idle while we read a request, so this small
              * write does not block in practice; if it does not go out
              * whole, the client would wait forever: close. */
-            ssize_t w = send(hc->c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
+            short want;
+            ssize_t w = conn_write(hc->c, cont, sizeof cont - 1, &want);
             if (w != (ssize_t)sizeof cont - 1) {
                 http_req_abort_body(r);
                 r->close_after = 1;

@@ -309,7 +309,7 @@ def test_status_page_html_json_and_prometheus(site):
     for line in body.decode().splitlines():
         if line.startswith("#") or not line:
             continue
-        m = re.match(r'^([a-z_]+)(\{[^}]*\})? (\d+(?:\.\d+)?)$', line)
+        m = re.match(r'^([a-z_][a-z0-9_]*)(\{[^}]*\})? (\d+(?:\.\d+)?)$', line)
         assert m, line
         samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
     assert samples['medusa_http_responses_total{server="web",class="2xx"}'] > 20

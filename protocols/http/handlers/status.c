@@ -15,6 +15,7 @@
 #include "core/conn.h"
 #include "core/module.h"
 #include "core/stats.h"
+#include "core/tls.h"
 #include "protocols/http/http.h"
 #include "protocols/http/http_util.h"
 #include "protocols/http/proxy/upstream.h"
@@ -291,6 +292,7 @@ static void prom_page(const struct config *cfg, struct sbuf *sb)
     for (int i = 0; i < n; i++)
         sb_addf(sb, "medusa_worker_loop_lag_seconds{worker=\"%d\"} %.6f\n", ids[i],
                 (double)ws[i].lag_us / 1e6);
+    tls_stats(MODULE_STATS_PROM, sb);
     prom_http(cfg, sb);
     px_stats(cfg, PXF_PROM, sb);
     for (unsigned i = 1; i <= module_count(); i++) {

@@ -839,7 +839,8 @@ static void tunnel_io(struct px_req *pr)
                 pr->out.len = pr->out_off = 0;
         } else if (!pr->c_eof) {
             char b[16384];
-            ssize_t n = recv(pr->cfd, b, sizeof b, 0);
+            short want;
+            ssize_t n = conn_read(r->c, b, sizeof b, &want);
             if (n > 0) {
                 sb_add(&pr->out, b, (size_t)n);
                 conn_count_in(r->c, (size_t)n);
@@ -854,7 +855,8 @@ static void tunnel_io(struct px_req *pr)
         }
         /* upstream -> client */
         if (pr->in_len) {
-            ssize_t n = send(pr->cfd, pr->in, pr->in_len, MSG_NOSIGNAL);
+            short want;
+            ssize_t n = conn_write(r->c, pr->in, pr->in_len, &want);
             if (n > 0) {
                 memmove(pr->in, pr->in + n, pr->in_len - (size_t)n);
                 pr->in_len -= (size_t)n;
@@ -870,7 +872,7 @@ static void tunnel_io(struct px_req *pr)
                 progress = 1;
             } else if (n == 0) {
                 pr->u_eof = 1;
-                shutdown(pr->cfd, SHUT_WR);
+                conn_shutdown_write(r->c);
             } else if (errno != EAGAIN && errno != EINTR) {
                 failed = 1;
             }
@@ -910,6 +912,9 @@ static void tunnel_update(struct px_req *pr)
             event_add(&pr->cev, NULL);
         }
     }
+    /* TLS may hold client bytes the socket will not announce */
+    if ((cw & EV_READ) && conn_pending(pr->r->c))
+        event_active(&pr->cev, EV_READ, 1);
 }
 
 /* The 101 head was parsed: keep what followed it for the client, and wait
@@ -923,10 +928,10 @@ static void tunnel_begin_upstream(struct px_req *pr, size_t from)
     px_no_deadline(pr);
 }
 
-static void px_on_tunnel(struct http_req *r, int fd, const char *pending, size_t len)
+static void px_on_tunnel(struct http_req *r, struct conn *c, const char *pending, size_t len)
 {
     struct px_req *pr = r->hstate;
-    pr->cfd = fd;
+    pr->cfd = c->fd;
     pr->out.len = pr->out_off = 0;
     sb_add(&pr->out, pending, len);
     if (pr->out.failed) {
