@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/stats.h"
+#include "core/tls.h"
 #include "core/worker.h"
 #include "protocols/ftp/ftp_impl.h"
 
@@ -28,8 +29,10 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -121,6 +124,8 @@ static const char *const ftp_keys[] = {"root",
                                        "data_timeout",
                                        "banner",
                                        "transfer_log",
+                                       "tls_required",
+                                       "tls_session_reuse",
                                        NULL};
 
 static void ftp_free_cfg(void *p)
@@ -175,6 +180,7 @@ static int ftp_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **
     f->max_per_ip = 50;
     f->idle_ms = 300000;
     f->data_ms = 60000;
+    f->tls_reuse = 1;
     const char *root = NULL, *upload = NULL, *users = NULL, *addr = NULL,
                *banner = "medusa FTP server ready.", *xferlog = NULL;
     long long failures = f->max_login_failures, per_ip = f->max_per_ip;
@@ -195,8 +201,13 @@ static int ftp_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **
         cfg_duration_ms(ctx, block, "idle_timeout", 86400, &f->idle_ms) < 0 ||
         cfg_duration_ms(ctx, block, "data_timeout", 86400, &f->data_ms) < 0 ||
         cfg_string(ctx, block, "banner", &banner) < 0 ||
-        cfg_string(ctx, block, "transfer_log", &xferlog) < 0)
+        cfg_string(ctx, block, "transfer_log", &xferlog) < 0 ||
+        cfg_bool(ctx, block, "tls_required", &f->tls_required) < 0 ||
+        cfg_bool(ctx, block, "tls_session_reuse", &f->tls_reuse) < 0)
         return -1;
+    if (f->tls_required && !ctx->tls)
+        return cfg_error(ctx, config_setting_get_member(block, "tls_required"),
+                         "'tls_required' needs a 'tls' block with the certificate");
     f->max_login_failures = (unsigned)failures;
     f->max_per_ip = (unsigned)per_ip;
     if (!root)
@@ -383,6 +394,26 @@ static void refuse_long_line(struct ftp_session *s)
     conn_count_error(s->c);
 }
 
+static void read_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* AUTH TLS was answered 234: the control connection turns to TLS (the
+ * core drops anything the client pipelined behind AUTH). */
+static void start_tls(struct ftp_session *s)
+{
+    s->starttls = 0;
+    if (conn_starttls(s->c) < 0) {
+        conn_close(s->c);
+        return;
+    }
+    s->tls_handshaking = 1;
+    bufferevent_setcb(s->c->bev, read_cb, NULL, event_cb, s);
+    bufferevent_setwatermark(s->c->bev, EV_READ, 0, 4 * FTP_MAX_LINE);
+    /* the handshake has the login's idle timeout */
+    ftp_idle_timeout(s, 1);
+    bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
+}
+
 static void process_input(struct ftp_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->c->bev);
@@ -406,6 +437,10 @@ static void process_input(struct ftp_session *s)
         s->in_command++;
         ftp_command(s, line, len);
         s->in_command--;
+        if (s->starttls) {
+            start_tls(s);
+            return;
+        }
     }
     ftp_settle(s);
 }
@@ -418,8 +453,24 @@ static void read_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
     struct ftp_session *s = arg;
+    if (what & BEV_EVENT_CONNECTED) { /* AUTH TLS: the handshake is done */
+        s->tls_handshaking = 0;
+        tls_count_done(s->c->ssl);
+        log_debug(s->c->peer, "ftp: control connection now in TLS");
+        return;
+    }
+    if (s->tls_handshaking) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        const char *why = e ? ERR_reason_error_string(e) : NULL;
+        tls_count_failed(s->c->ssl, s->c->peer,
+                         why                          ? why
+                         : (what & BEV_EVENT_TIMEOUT) ? "timed out"
+                         : (what & BEV_EVENT_EOF)     ? "the client closed"
+                                                      : "connection error");
+        conn_close(s->c);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         log_info(s->c->peer, "ftp: idle timeout");
         ftp_reply(s, 421, "Timeout: closing the control connection.");
@@ -678,7 +729,7 @@ static void ftp_stats(const struct config *cfg, enum module_stats_format fmt, st
 
 const struct module ftp_module = {
     .name = "ftp",
-    .flags = MODULE_TCP_NODELAY,
+    .flags = MODULE_TCP_NODELAY | MODULE_STARTTLS,
     .keys = ftp_keys,
     .parse = ftp_parse,
     .free_cfg = ftp_free_cfg,

@@ -12,6 +12,7 @@
  * way and act on the last component with the *at calls, which do not
  * follow it.
  */
+#include "core/config.h"
 #include "core/conn.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -152,12 +153,92 @@ static int stat_path(struct ftp_session *s, const char *vpath, struct stat *st)
 
 /* ---- login ---- */
 
+/* ---- RFC 4217: TLS ---- */
+
+static void cmd_auth(struct ftp_session *s, char *arg)
+{
+    if (!s->c->svc->tls) {
+        ftp_reply(s, 502, "TLS is not configured on this server.");
+        return;
+    }
+    if (s->c->ssl) {
+        ftp_reply(s, 503, "Already in TLS.");
+        return;
+    }
+    if (strcasecmp(arg, "TLS") != 0 && strcasecmp(arg, "TLS-C") != 0 &&
+        strcasecmp(arg, "SSL") != 0) {
+        ftp_reply(s, 504, "AUTH TLS is the only mechanism.");
+        return;
+    }
+    if (s->state == FTP_LOGGED) { /* a session's credentials went in clear already */
+        ftp_reply(s, 503, "AUTH TLS comes before the login.");
+        return;
+    }
+    ftp_reply(s, 234, "Proceed with negotiation.");
+    s->starttls = 1; /* process_input turns the connection once this returns */
+    s->state = FTP_USER;
+}
+
+static void cmd_pbsz(struct ftp_session *s, char *arg)
+{
+    if (!s->c->ssl) {
+        ftp_reply(s, 503, "PBSZ needs AUTH TLS first.");
+        return;
+    }
+    s->pbsz = 1;
+    /* RFC 4217: a TLS stream has no buffer size; anything else is answered 0 */
+    ftp_reply(s, 200, "PBSZ=0");
+    (void)arg;
+}
+
+static void cmd_prot(struct ftp_session *s, char *arg)
+{
+    if (!s->c->ssl || !s->pbsz) {
+        ftp_reply(s, 503, "PROT needs AUTH TLS and PBSZ first.");
+        return;
+    }
+    if (strcasecmp(arg, "P") == 0) {
+        s->prot_private = 1;
+        ftp_reply(s, 200, "Protection level set to Private.");
+    } else if (strcasecmp(arg, "C") == 0) {
+        if (s->cfg->tls_required) {
+            ftp_reply(s, 534, "Data connections must be protected (PROT P) on this server.");
+            return;
+        }
+        s->prot_private = 0;
+        ftp_reply(s, 200, "Protection level set to Clear.");
+    } else if (strcasecmp(arg, "S") == 0 || strcasecmp(arg, "E") == 0) {
+        ftp_reply(s, 536, "Only PROT C and PROT P are supported.");
+    } else {
+        ftp_reply(s, 504, "PROT takes C or P.");
+    }
+}
+
+static void cmd_ccc(struct ftp_session *s, char *arg)
+{
+    (void)arg;
+    /* Turning the control connection back to clear text lets anyone on the
+     * path forge commands: refused, as vsftpd does. */
+    ftp_reply(s, s->c->ssl ? 534 : 533, "CCC is not allowed: the control connection stays in TLS.");
+}
+
+static int tls_refused(struct ftp_session *s)
+{
+    if (!s->cfg->tls_required || s->c->ssl)
+        return 0;
+    ftp_reply(s, 530, "This server requires TLS (AUTH TLS) before the login.");
+    log_info(s->c->peer, "ftp: login without TLS refused (tls_required)");
+    return 1;
+}
+
 static void cmd_user(struct ftp_session *s, char *arg)
 {
     if (s->state == FTP_LOGGED) {
         ftp_reply(s, 530, "Already logged in: cannot change to another user.");
         return;
     }
+    if (tls_refused(s))
+        return;
     free(s->user);
     if ((s->user = strndup(arg, 64)))
         ftp_clean(s->user, strlen(s->user)); /* it is shown in STAT and the console */
@@ -171,6 +252,8 @@ static void cmd_pass(struct ftp_session *s, char *arg)
         ftp_reply(s, 230, "Already logged in.");
         return;
     }
+    if (tls_refused(s))
+        return;
     if (s->state != FTP_PASS || !s->user) {
         ftp_reply(s, 503, "Login with USER first.");
         return;
@@ -273,6 +356,10 @@ static void cmd_syst(struct ftp_session *s, char *arg)
 static void cmd_feat(struct ftp_session *s, char *arg)
 {
     (void)arg;
+    static const char tls[] = "211-Features:\r\n"
+                              " AUTH TLS\r\n"
+                              " PBSZ\r\n"
+                              " PROT\r\n";
     static const char feat[] = "211-Features:\r\n"
                                " EPRT\r\n"
                                " EPSV\r\n"
@@ -284,6 +371,11 @@ static void cmd_feat(struct ftp_session *s, char *arg)
                                " TVFS\r\n"
                                " UTF8\r\n"
                                "211 End\r\n";
+    if (s->c->svc->tls) {
+        ftp_send(s, tls, sizeof tls - 1);
+        ftp_send(s, feat + 15, sizeof feat - 16); /* after the first line */
+        return;
+    }
     ftp_send(s, feat, sizeof feat - 1);
 }
 
@@ -749,6 +841,8 @@ static const struct ftp_cmd commands[] = {
     {"ACCT", F_LOGIN, cmd_acct, "ACCT <account>"},
     {"ALLO", F_LOGIN, cmd_allo, "ALLO <bytes>"},
     {"APPE", F_LOGIN | F_ARG | F_REST, cmd_appe, "APPE <file>"},
+    {"AUTH", F_ARG, cmd_auth, "AUTH TLS"},
+    {"CCC", 0, cmd_ccc, "CCC"},
     {"CDUP", F_LOGIN, cmd_cdup, "CDUP"},
     {"CWD", F_LOGIN | F_ARG, cmd_cwd, "CWD <folder>"},
     {"DELE", F_LOGIN | F_ARG, cmd_dele, "DELE <file>"},
@@ -767,7 +861,9 @@ static const struct ftp_cmd commands[] = {
     {"OPTS", F_LOGIN | F_ARG, cmd_opts, "OPTS UTF8 ON | OPTS MLST <facts>"},
     {"PASS", 0, cmd_pass, "PASS <password>"},
     {"PASV", F_LOGIN | F_REST, cmd_pasv, "PASV"},
+    {"PBSZ", F_ARG, cmd_pbsz, "PBSZ 0"},
     {"PORT", F_LOGIN | F_ARG | F_REST, cmd_port, "PORT h1,h2,h3,h4,p1,p2"},
+    {"PROT", F_ARG, cmd_prot, "PROT C | PROT P"},
     {"PWD", F_LOGIN, cmd_pwd, "PWD"},
     {"QUIT", F_XFER, cmd_quit, "QUIT"},
     {"REIN", F_LOGIN, cmd_rein, "REIN"},

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <openssl/ssl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -138,6 +139,11 @@ void ftp_data_close(struct ftp_session *s, const char *why)
         event_free(d->ev);
     if (d->lfd >= 0)
         close(d->lfd);
+    if (d->ssl) {
+        if (!why && SSL_is_init_finished(d->ssl)) /* the end of the data, said in TLS */
+            SSL_shutdown(d->ssl);
+        SSL_free(d->ssl);
+    }
     if (d->fd >= 0)
         close(d->fd);
     if (d->file_fd >= 0)
@@ -430,6 +436,11 @@ int ftp_data_ready(struct ftp_session *s)
 {
     if (!s->data || s->data->kind != X_NONE) {
         ftp_reply(s, 425, "Use PORT, EPRT, PASV or EPSV first.");
+        s->rest = 0;
+        return 0;
+    }
+    if (s->cfg->tls_required && !s->prot_private) {
+        ftp_reply(s, 521, "Data connections must be protected: PROT P first.");
         s->rest = 0;
         return 0;
     }

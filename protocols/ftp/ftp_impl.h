@@ -14,6 +14,7 @@
 
 struct conn;
 struct crypt_data;
+struct ssl_st;
 struct event;
 struct evbuffer;
 struct worker;
@@ -41,6 +42,9 @@ struct ftp_cfg {
     char *banner;
     char *xferlog; /* path or NULL */
     int xferlog_fd;
+    int tls_required; /* no login, and no data, outside TLS */
+    int tls_reuse;    /* a data connection's TLS must resume the session (vsftpd's
+                       * require_ssl_reuse): the client that holds it */
 };
 
 /* Per worker. */
@@ -56,8 +60,9 @@ enum ftp_list_kind { L_LIST, L_NLST, L_MLSD };
 
 /* The data channel: set up by PASV/EPSV/PORT/EPRT, used by one transfer. */
 struct ftp_data {
-    int lfd; /* passive: listening socket until the client connects */
-    int fd;  /* the data connection, once there */
+    int lfd;            /* passive: listening socket until the client connects */
+    int fd;             /* the data connection, once there */
+    struct ssl_st *ssl; /* PROT P: the data connection's TLS */
     struct event *ev;
     struct sockaddr_storage to; /* active: where to connect */
     socklen_t tolen;
@@ -102,6 +107,9 @@ struct ftp_session {
     off_t rest;
     unsigned char type_ascii, epsv_all, failures, mlst_facts;
     unsigned discarding : 1, moving : 1, stopping : 1, delayed : 1, quitting : 1, quit_pending : 1;
+    /* RFC 4217: AUTH TLS answered (starttls: the upgrade is due after this
+     * command); PBSZ 0 given; PROT P (data in TLS) */
+    unsigned starttls : 1, tls_handshaking : 1, pbsz : 1, prot_private : 1;
     unsigned char in_command; /* a command is running: the reader settles after it */
     int ip_slot;              /* in the per-IP table, or -1 */
     time_t login_time;

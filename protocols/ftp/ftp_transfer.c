@@ -17,8 +17,10 @@
  * the old file as it was. STOU creates its new name exclusively and
  * removes it if the upload fails.
  */
+#include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "core/worker.h"
 #include "protocols/ftp/ftp_impl.h"
 
@@ -28,6 +30,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,11 +46,56 @@
 #define RETR_BUDGET (4u << 20) /* bytes per wake-up */
 #define STOR_BUF (256u << 10)
 #define ASCII_BUF (64u << 10)
+#define TLS_SLICE 16384        /* one TLS record */
 #define LIST_AHEAD (64u << 10) /* listing bytes made ahead of the socket */
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
 
-/* The data connection is up: bytes flow. */
+static void flow(struct ftp_session *s);
+
+/* PROT P: the data connection's handshake, the server as TLS server (RFC
+ * 4217), within the data timeout. */
+static void tls_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ftp_session *s = arg;
+    struct ftp_data *d = s->data;
+    if (what & EV_TIMEOUT) {
+        tls_count_failed(d->ssl, s->c->peer, "data connection: no handshake in time");
+        ftp_xfer_end(s, 425, "TLS handshake on the data connection timed out.", "TLS timeout");
+        return;
+    }
+    short want = 0;
+    int r = tls_handshake(d->ssl, s->c->peer, &want);
+    if (r < 0) {
+        ftp_xfer_end(s, 522, "TLS handshake on the data connection failed.", "TLS failure");
+        return;
+    }
+    if (r == 0) {
+        struct timeval tv = ftp_tv(s->cfg->data_ms);
+        if (d->ev)
+            event_free(d->ev);
+        if (!(d->ev = event_new(s->c->w->base, fd, want, tls_cb, s)) ||
+            event_add(d->ev, s->cfg->data_ms ? &tv : NULL) < 0) {
+            d->ev = NULL;
+            ftp_xfer_end(s, 451, "Out of memory.", "out of memory");
+        }
+        return;
+    }
+    if (s->cfg->tls_reuse && !SSL_session_reused(d->ssl)) {
+        log_info(s->c->peer, "ftp: data connection did not resume the TLS session; refused");
+        ftp_xfer_end(s, 522,
+                     "TLS session of the data connection must resume the control "
+                     "connection's session.",
+                     "TLS session not resumed");
+        return;
+    }
+    if (d->ev)
+        event_free(d->ev);
+    d->ev = NULL;
+    flow(s);
+}
+
+/* The data connection is up: in TLS first (PROT P), then bytes flow. */
 void ftp_transfer_start(struct ftp_session *s)
 {
     struct ftp_data *d = s->data;
@@ -55,6 +103,20 @@ void ftp_transfer_start(struct ftp_session *s)
         event_free(d->ev);
         d->ev = NULL;
     }
+    if (!s->prot_private) {
+        flow(s);
+        return;
+    }
+    if (!(d->ssl = tls_new(s->c->svc->tls, d->fd, s->c->peer))) {
+        ftp_xfer_end(s, 451, "Cannot start TLS on the data connection.", "TLS failure");
+        return;
+    }
+    tls_cb(d->fd, EV_READ, s);
+}
+
+static void flow(struct ftp_session *s)
+{
+    struct ftp_data *d = s->data;
     d->started_xfer = 1;
     gettimeofday(&d->started, NULL);
     struct timeval tv = ftp_tv(s->cfg->data_ms);
@@ -64,6 +126,19 @@ void ftp_transfer_start(struct ftp_session *s)
         ftp_xfer_end(s, 451, "Out of memory.", "out of memory");
         return;
     }
+}
+
+/* Data connection I/O, in TLS after PROT P; contract of read(2)/send(2). */
+static ssize_t data_read(struct ftp_data *d, void *buf, size_t len)
+{
+    short want;
+    return d->ssl ? tls_read(d->ssl, buf, len, &want) : read(d->fd, buf, len);
+}
+
+static ssize_t data_write(struct ftp_data *d, const void *buf, size_t len)
+{
+    short want;
+    return d->ssl ? tls_write(d->ssl, buf, len, &want) : send(d->fd, buf, len, MSG_NOSIGNAL);
 }
 
 static void send_done(struct ftp_session *s)
@@ -99,7 +174,18 @@ static void retr_binary(struct ftp_session *s)
     size_t budget = RETR_BUDGET;
     while (budget && d->offset < d->size) {
         size_t want = (size_t)(d->size - d->offset);
-        ssize_t n = sendfile(d->fd, d->file_fd, &d->offset, want < budget ? want : budget);
+        ssize_t n;
+        if (d->ssl) { /* one TLS record at a time, read as the socket takes it */
+            if (!d->iobuf && !(d->iobuf = malloc(TLS_SLICE))) {
+                io_error(s, ENOMEM, 1);
+                return;
+            }
+            n = pread(d->file_fd, d->iobuf, want < TLS_SLICE ? want : TLS_SLICE, d->offset);
+            if (n > 0 && (n = data_write(d, d->iobuf, (size_t)n)) > 0)
+                d->offset += n;
+        } else {
+            n = sendfile(d->fd, d->file_fd, &d->offset, want < budget ? want : budget);
+        }
         if (n > 0) {
             counted(s, (size_t)n, 0);
             budget -= (size_t)n;
@@ -124,7 +210,16 @@ static int flush_buf(struct ftp_session *s)
 {
     struct ftp_data *d = s->data;
     while (evbuffer_get_length(d->buf)) {
-        int n = evbuffer_write(d->buf, d->fd);
+        ssize_t n;
+        if (d->ssl) {
+            size_t len = evbuffer_get_length(d->buf);
+            len = len < TLS_SLICE ? len : TLS_SLICE;
+            unsigned char *p = evbuffer_pullup(d->buf, (ev_ssize_t)len);
+            if ((n = p ? data_write(d, p, len) : -1) > 0)
+                evbuffer_drain(d->buf, (size_t)n);
+        } else {
+            n = evbuffer_write(d->buf, d->fd);
+        }
         if (n > 0) {
             counted(s, (size_t)n, 0);
             continue;
@@ -321,7 +416,7 @@ static void stor_step(struct ftp_session *s)
 {
     struct ftp_data *d = s->data;
     for (size_t budget = RETR_BUDGET; budget;) {
-        ssize_t n = read(d->fd, d->iobuf, STOR_BUF);
+        ssize_t n = data_read(d, d->iobuf, STOR_BUF);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 return;
