@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/supervisor.h"
+#include "core/tls.h"
 #include "protocols/http/http_conn.h"
 #include "protocols/http/proxy/upstream.h"
 #include "protocols/http/http_util.h"
@@ -210,7 +211,7 @@ static int parse_handler(struct cfg_ctx *ctx, const config_setting_t *block,
 static int parse_vhost(struct cfg_ctx *ctx, const config_setting_t *block, struct http_server *srv,
                        struct http_vhost *vh)
 {
-    static const char *const keys[] = {"names", "handlers", NULL};
+    static const char *const keys[] = {"names", "handlers", "tls", NULL};
     if (!config_setting_is_group(block))
         return cfg_error(ctx, block,
                          "a virtual host must be a group { names = ...; handlers = ...; }");
@@ -243,6 +244,12 @@ static int parse_vhost(struct cfg_ctx *ctx, const config_setting_t *block, struc
             vh->nnames++;
         }
     }
+    /* its own certificate, which SNI picks for its names */
+    const config_setting_t *tb = config_setting_get_member(block, "tls");
+    if (tb && !ctx->tls)
+        return cfg_error(ctx, tb, "a virtual host's 'tls' needs the server's own 'tls' block");
+    if (tb && cfg_tls_sni(ctx, ctx->tls, tb, (const char *const *)vh->names, vh->nnames) < 0)
+        return -1;
     const config_setting_t *hs = config_setting_get_member(block, "handlers");
     if (!hs || !config_setting_is_list(hs) || config_setting_length(hs) == 0)
         return cfg_error(ctx, hs ? hs : block,
@@ -277,6 +284,7 @@ static void http_free_cfg(void *p)
         close(srv->access_fd);
     free(srv->access_log);
     free(srv->server_header);
+    free(srv->hsts_header);
     free(srv->name);
     mime_free(srv->mime);
     free(srv);
@@ -295,6 +303,7 @@ static const char *const http_keys[] = {"vhosts",
                                         "keepalive_timeout",
                                         "send_timeout",
                                         "keepalive_requests",
+                                        "hsts",
                                         NULL};
 
 static int http_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **pcfg)
@@ -304,7 +313,7 @@ static int http_parse(struct cfg_ctx *ctx, const config_setting_t *block, void *
         return cfg_error(ctx, block, "out of memory");
     *pcfg = srv;
     srv->access_fd = -1;
-    const char *name = NULL, *server = "medusa", *access_path = NULL, *mime = NULL;
+    const char *name = NULL, *server = "medusa", *access_path = NULL, *mime = NULL, *hsts = NULL;
     long long max_uri = 8192, max_header_size = 16384, max_headers = 100, max_body = 1 << 20,
               keepalive_requests = 1000;
     srv->header_timeout_ms = 10000;
@@ -315,6 +324,7 @@ static int http_parse(struct cfg_ctx *ctx, const config_setting_t *block, void *
         cfg_string(ctx, block, "server", &server) < 0 ||
         cfg_string(ctx, block, "access_log", &access_path) < 0 ||
         cfg_string(ctx, block, "mime_types", &mime) < 0 ||
+        cfg_string(ctx, block, "hsts", &hsts) < 0 ||
         cfg_int(ctx, block, "max_uri", 64, 1 << 20, &max_uri) < 0 ||
         cfg_int(ctx, block, "max_header_size", 256, 1 << 20, &max_header_size) < 0 ||
         cfg_int(ctx, block, "max_headers", 1, 10000, &max_headers) < 0 ||
@@ -342,6 +352,16 @@ static int http_parse(struct cfg_ctx *ctx, const config_setting_t *block, void *
         snprintf(srv->server_header, sl + 11, "Server: %s\r\n", server);
     else
         srv->server_header[0] = '\0';
+    if (hsts) {
+        const config_setting_t *at = config_setting_get_member(block, "hsts");
+        if (strncasecmp(hsts, "max-age=", 8) != 0 || strpbrk(hsts, "\r\n"))
+            return cfg_error(
+                ctx, at, "'hsts' is the header's value: \"max-age=SECONDS[; includeSubDomains]\"");
+        if (!ctx->tls)
+            return cfg_error(ctx, at, "'hsts' is sent over TLS only: the service needs 'tls'");
+        if (asprintf(&srv->hsts_header, "Strict-Transport-Security: %s\r\n", hsts) < 0)
+            return cfg_error(ctx, block, "out of memory");
+    }
     if (!(srv->stats = http_counters_for(srv->name)))
         return cfg_error(ctx, block, "out of memory");
 

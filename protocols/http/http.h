@@ -126,6 +126,7 @@ struct http_server {
     struct http_vhost *default_vhost;
     unsigned nhandlers;  /* in every virtual host */
     char *server_header; /* "Server: x\r\n", or "" */
+    char *hsts_header;   /* "Strict-Transport-Security: ...\r\n" on TLS responses, or NULL */
     char *access_log;    /* path or NULL */
     int access_fd;       /* -1: off */
     struct mime_table *mime;

@@ -102,6 +102,9 @@ void http_resp_start_reason(struct http_req *r, int status, const char *reason, 
     out_str(r, "\r\n");
     out_str(r, r->srv->server_header);
     out_str(r, r->hc->hw->date_hdr);
+    /* RFC 6797: only over TLS (a plain response's would be ignored, or worse) */
+    if (__builtin_expect(r->srv->hsts_header != NULL, 0) && r->c->ssl)
+        out_str(r, r->srv->hsts_header);
 }
 
 void http_resp_start(struct http_req *r, int status)
@@ -339,14 +342,15 @@ void http_tunnel(struct http_req *r)
 size_t http_origin(struct http_req *r, char *out, size_t outlen)
 {
     const struct http_str *host = &r->known[HK_HOST];
+    const char *scheme = r->c->ssl ? "https" : "http";
     if (host->p && host->len)
-        return (size_t)snprintf(out, outlen, "http://%.*s", (int)host->len, host->p);
+        return (size_t)snprintf(out, outlen, "%s://%.*s", scheme, (int)host->len, host->p);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char addr[64] = "localhost";
     if (getsockname(r->c->fd, (struct sockaddr *)&ss, &sl) == 0)
         sockaddr_text((struct sockaddr *)&ss, sl, addr, sizeof addr);
-    return (size_t)snprintf(out, outlen, "http://%s", addr);
+    return (size_t)snprintf(out, outlen, "%s://%s", scheme, addr);
 }
 
 void http_redirect(struct http_req *r, int status, const char *location, size_t len)

@@ -22,7 +22,43 @@ struct redirect_conf {
     char *pattern; /* NULL: prefix mode */
     int status;
     int keep_query;
+    int to_https; /* the same host and target, over https */
+    int https_port;
 };
+
+/* https://HOST[:PORT]TARGET: the host the client asked for (without its
+ * port), else the address it reached. */
+static void https_location(struct http_req *r, const struct redirect_conf *rc, struct sbuf *loc)
+{
+    const struct http_str *host = &r->known[HK_HOST];
+    char addr[300];
+    size_t hl;
+    if (host->p && host->len) {
+        const char *end = host->p + host->len, *colon;
+        if (host->p[0] == '[')
+            colon =
+                memchr(host->p, ']', host->len) ? (char *)memchr(host->p, ']', host->len) + 1 : end;
+        else
+            colon = memchr(host->p, ':', host->len) ? memchr(host->p, ':', host->len) : end;
+        hl = (size_t)(colon - host->p);
+        if (hl >= sizeof addr)
+            hl = sizeof addr - 1;
+        memcpy(addr, host->p, hl);
+    } else {
+        http_origin(r, addr, sizeof addr); /* "http://ip:port" */
+        char *a = addr + sizeof "http://" - 1, *colon = strrchr(a, ':');
+        hl = (size_t)((colon && colon > a ? colon : a + strlen(a)) - a);
+        memmove(addr, a, hl);
+    }
+    sb_adds(loc, "https://");
+    sb_add(loc, addr, hl);
+    if (rc->https_port != 443)
+        sb_addf(loc, ":%d", rc->https_port);
+    if (r->target.len && r->target.p[0] == '/')
+        sb_add(loc, r->target.p, r->target.len);
+    else
+        sb_adds(loc, "/");
+}
 
 static void expand(struct sbuf *sb, const char *to, const char *subject, const regmatch_t *m)
 {
@@ -42,7 +78,9 @@ static enum http_action redirect_on_req(struct http_handler *h, struct http_req 
 {
     struct redirect_conf *rc = h->conf;
     struct sbuf loc = {0};
-    if (rc->pattern) {
+    if (rc->to_https) {
+        https_location(r, rc, &loc);
+    } else if (rc->pattern) {
         regmatch_t m[10];
         if (regexec(http_handler_ctx(r, h), r->path, 10, m, 0) != 0)
             return HTTP_NEXT;
@@ -52,7 +90,7 @@ static enum http_action redirect_on_req(struct http_handler *h, struct http_req 
         const char *rest = r->path + h->path_len;
         sb_add_urlpath(&loc, rest, strlen(rest));
     }
-    if (rc->keep_query && r->query.p) {
+    if (rc->keep_query && r->query.p && !rc->to_https) { /* (the target has it) */
         sb_adds(&loc, strchr(loc.p ? loc.p : "", '?') ? "&" : "?");
         sb_add(&loc, r->query.p, r->query.len);
     }
@@ -106,8 +144,23 @@ static int redirect_parse(struct cfg_ctx *ctx, const config_setting_t *block,
         return cfg_error(ctx, block, "out of memory");
     h->conf = rc;
     const char *to = NULL, *pattern = NULL;
-    long long status = 301;
+    long long status = 301, port = 443;
     rc->keep_query = 1;
+    if (cfg_bool(ctx, block, "to_https", &rc->to_https) < 0 ||
+        cfg_int(ctx, block, "https_port", 1, 65535, &port) < 0)
+        return -1;
+    rc->https_port = (int)port;
+    if (rc->to_https) {
+        if (config_setting_get_member(block, "to") || config_setting_get_member(block, "pattern"))
+            return cfg_error(ctx, block, "a redirect has 'to_https' or 'to', not both");
+        if (cfg_int(ctx, block, "status", 301, 308, &status) < 0)
+            return -1;
+        if (status != 301 && status != 302 && status != 307 && status != 308)
+            return cfg_error(ctx, config_setting_get_member(block, "status"),
+                             "redirect status must be 301, 302, 307 or 308");
+        rc->status = (int)status;
+        return 0;
+    }
     if (cfg_string(ctx, block, "to", &to) < 0 || cfg_string(ctx, block, "pattern", &pattern) < 0 ||
         cfg_int(ctx, block, "status", 301, 308, &status) < 0 ||
         cfg_bool(ctx, block, "keep_query", &rc->keep_query) < 0)
@@ -136,7 +189,8 @@ static int redirect_parse(struct cfg_ctx *ctx, const config_setting_t *block,
     return 0;
 }
 
-static const char *const redirect_keys[] = {"to", "pattern", "status", "keep_query", NULL};
+static const char *const redirect_keys[] = {"to",       "pattern",    "status", "keep_query",
+                                            "to_https", "https_port", NULL};
 
 const struct http_handler_ops http_redirect_ops = {
     .type = "redirect",

@@ -340,7 +340,7 @@ static int build_request(struct px_req *pr)
         sb_adds(o, ", ");
     }
     sb_adds(o, ip);
-    sb_adds(o, "\r\nX-Forwarded-Proto: http\r\n");
+    sb_adds(o, r->c->ssl ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
     if (host->p) {
         sb_adds(o, "X-Forwarded-Host: ");
         sb_add(o, host->p, host->len);
