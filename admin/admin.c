@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "core/worker.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ static void admin_free_section(void *p)
     if (!a)
         return;
     free(a->listen);
+    tls_service_free(a->tls);
     free(a->secret_path);
     free(a->operator_secret_path);
     if (a->secret) /* wipe secrets before the memory goes back */
@@ -112,7 +114,8 @@ static int default_listener(struct cfg_ctx *ctx, const config_setting_t *root,
 static int admin_parse_section(struct cfg_ctx *ctx, const config_setting_t *g,
                                const struct config *c, void **out)
 {
-    static const char *const keys[] = {"listen", "secret", "operator_secret", "max_sessions", NULL};
+    static const char *const keys[] = {"listen",          "tls_listen",   "tls", "secret",
+                                       "operator_secret", "max_sessions", NULL};
     struct admin_config *a = calloc(1, sizeof *a);
     if (!a)
         return cfg_error(ctx, g, "out of memory");
@@ -122,12 +125,47 @@ static int admin_parse_section(struct cfg_ctx *ctx, const config_setting_t *g,
         return default_listener(ctx, NULL, a);
     if (cfg_check_keys(ctx, g, "'admin'", keys, NULL) < 0)
         return -1;
-    const config_setting_t *l = config_setting_get_member(g, "listen");
+    const config_setting_t *l = config_setting_get_member(g, "listen"),
+                           *tl = config_setting_get_member(g, "tls_listen"),
+                           *tb = config_setting_get_member(g, "tls");
+    if (!l && !tl)
+        return cfg_error(ctx, g, "'admin' needs 'listen' or 'tls_listen'");
+    if (l && cfg_listen(ctx, l, &a->listen, &a->nlisten) < 0)
+        return -1;
+    if (tl) {
+        struct listen_addr *t = NULL, *all;
+        size_t nt = 0;
+        if (cfg_listen(ctx, tl, &t, &nt) < 0)
+            return -1;
+        if (!(all = realloc(a->listen, (a->nlisten + nt) * sizeof *all))) {
+            free(t);
+            return cfg_error(ctx, tl, "out of memory");
+        }
+        for (size_t i = 0; i < nt; i++) {
+            if (t[i].family == AF_UNIX) {
+                free(t);
+                a->listen = all;
+                return cfg_error(ctx, tl,
+                                 "'tls_listen' takes TCP addresses (the Unix socket "
+                                 "is protected by its file mode)");
+            }
+            t[i].tls = 1;
+            all[a->nlisten + i] = t[i];
+        }
+        free(t);
+        a->listen = all;
+        a->nlisten += nt;
+        if (!tb)
+            return cfg_error(ctx, tl, "'tls_listen' needs a 'tls' block with the certificate");
+    }
+    if (tb && !tl)
+        return cfg_error(ctx, tb, "'tls' has no listener: add 'tls_listen'");
+    if (tb && cfg_tls(ctx, tb, "admin", NULL, &a->tls) < 0)
+        return -1;
     if (!l)
-        return cfg_error(ctx, g, "'admin' needs 'listen'");
+        l = tl; /* for the messages below */
     long long maxs = 16;
-    if (cfg_listen(ctx, l, &a->listen, &a->nlisten) < 0 ||
-        cfg_int(ctx, g, "max_sessions", 1, 1000, &maxs) < 0 ||
+    if (cfg_int(ctx, g, "max_sessions", 1, 1000, &maxs) < 0 ||
         secret_key(ctx, g, "secret", &a->secret_path, &a->secret) < 0 ||
         secret_key(ctx, g, "operator_secret", &a->operator_secret_path, &a->operator_secret) < 0)
         return -1;

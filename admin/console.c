@@ -25,16 +25,20 @@
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/supervisor.h"
+#include "core/tls.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,8 +472,23 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
     struct admin_session *s = arg;
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (what & BEV_EVENT_CONNECTED) {
+        s->tls_handshaking = 0;
+        tls_count_done(ssl);
+        return;
+    }
+    if (s->tls_handshaking) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        const char *why = e ? ERR_reason_error_string(e) : NULL;
+        tls_count_failed(ssl, s->peer,
+                         why                          ? why
+                         : (what & BEV_EVENT_TIMEOUT) ? "timed out"
+                                                      : "the client closed");
+        session_free(s);
+        return;
+    }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         log_debug(s->peer, "admin session closed");
         session_free(s);
@@ -516,13 +535,31 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             continue;
         }
         struct admin_session *s = calloc(1, sizeof *s);
+        SSL *ssl = NULL;
+        if (l->addr.tls && (!a->tls || !(ssl = tls_new(a->tls, fd, peer)))) {
+            if (!a->tls)
+                log_error(peer, "admin session refused: the configuration has no 'tls' now");
+            free(s);
+            close(fd);
+            continue;
+        }
+        /* The challenge goes out once the handshake is done: a TLS
+         * bufferevent holds what is written until then. */
         struct bufferevent *bev =
-            s ? bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+            !s    ? NULL
+            : ssl ? bufferevent_openssl_socket_new(a->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
         if (!bev) {
             free(s);
+            SSL_free(ssl);
             close(fd);
             log_error(peer, "out of memory for an admin session");
             continue;
+        }
+        if (ssl) {
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+            s->tls_handshaking = 1;
         }
         s->a = a;
         s->bev = bev;
@@ -555,7 +592,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         } else {
             s->level = MODULE_ADMIN;
         }
-        log_info(peer, "admin session opened%s", s->is_tcp ? " (authenticating)" : " (admin)");
+        log_info(peer, "admin session opened%s%s", ssl ? " in TLS" : "",
+                 s->is_tcp ? " (authenticating)" : " (admin)");
     }
 }
 
@@ -605,6 +643,7 @@ int admin_console_start(struct supervisor *sup, const struct config *cfg, void *
     a->base = sup_base(sup);
     a->sup = sup;
     list_init(&a->sessions);
+    a->tls = ac->tls;
     if (set_secrets(a, ac) < 0) {
         snprintf(err, errlen, "out of memory");
         admin_console_stop(a);
@@ -666,6 +705,7 @@ void admin_console_reconfigure(void *state, const struct config *cfg)
 {
     struct admin *a = state;
     const struct admin_config *ac = config_section(cfg, &admin_module);
+    a->tls = ac->tls; /* new sessions get the new certificate; open ones keep theirs */
     if (set_secrets(a, ac) < 0)
         log_error(NULL, "admin: out of memory taking the new secrets; TCP logins fail until the "
                         "next reload");

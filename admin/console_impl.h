@@ -7,6 +7,8 @@
  */
 #pragma once
 
+struct tls_service;
+
 #include "core/list.h"
 #include "core/listener.h"
 #include "core/module.h"
@@ -29,6 +31,7 @@ struct admin_config {
     char *secret_path, *operator_secret_path;
     char *secret, *operator_secret; /* contents; NULL when not configured */
     unsigned max_sessions;
+    struct tls_service *tls; /* for tls_listen addresses (listen[i].tls) */
 };
 
 /* Messages between the console and the workers (msg.module is the
@@ -58,7 +61,8 @@ struct admin_session {
     struct bufferevent *bev;
     enum module_level level; /* MODULE_ANYONE until authenticated */
     int is_tcp;
-    int skipping; /* inside an over-long line */
+    int tls_handshaking; /* a TLS listener's session before its handshake ends */
+    int skipping;        /* inside an over-long line */
     int closing;
     char challenge[65];
     char peer[LISTEN_TEXT_MAX];
@@ -88,6 +92,7 @@ struct admin {
     unsigned nsessions;
     unsigned max_sessions;
     char *secret, *operator_secret;
+    const struct tls_service *tls; /* the running configuration's, for new sessions */
     unsigned long auth_failures;
     uint64_t next_query;
 };

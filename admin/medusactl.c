@@ -1,13 +1,19 @@
 /*
  * medusactl: the admin console's client (shared DESIGN.md §3).
  *
- *   medusactl [-s UNIX_SOCKET | -a HOST:PORT -k SECRET_FILE] [COMMAND ...]
+ *   medusactl [-s UNIX_SOCKET | -a HOST:PORT -k SECRET_FILE [--tls] [--cacert FILE]]
+ *             [COMMAND ...]
  *
  * With a command: sends it, prints the reply body (stdout for 200, stderr
  * otherwise) untouched, so JSON passes through to scripts, and exits 0 only
  * for a 200 reply. Without: an interactive console with line editing,
  * history and command completion (libedit). The secret is read from a file,
  * never taken from the command line.
+ *
+ * TLS (the console's tls_listen): --cacert FILE verifies the server's
+ * certificate against FILE, --tls against the system's authorities; the
+ * name in -a (or --servername) must be the certificate's. The HMAC
+ * challenge runs inside TLS as it does in clear.
  *
  * Exit status: 0 reply 200; 1 any other reply; 2 usage; 3 cannot connect,
  * authentication failed, or the server went away.
@@ -18,8 +24,12 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +52,10 @@ static void usage(FILE *f)
                "or " MEDUSA_ADMIN_SOCKET ")\n"
                "  -a, --address H:P   a TCP console; needs -k\n"
                "  -k, --key FILE      file holding the secret (admin or operator)\n"
+               "      --tls           the TCP console speaks TLS (verified against the system's "
+               "CAs)\n"
+               "      --cacert FILE   TLS, verified against the CA certificate(s) in FILE\n"
+               "      --servername N  the name the certificate must have (default: HOST of -a)\n"
                "  -h, --help          this help\n"
                "  without a COMMAND: an interactive console ('help' lists commands)\n"
                "exit status: 0 for a 200 reply, 1 for another reply, 2 for wrong usage,\n"
@@ -103,6 +117,74 @@ static int connect_tcp(const char *hostport)
     if (fd < 0)
         fprintf(stderr, "medusactl: cannot connect to %s: %s\n", hostport, strerror(err));
     return fd;
+}
+
+/* ---- TLS: the FILE streams read and write through the SSL ---- */
+
+static ssize_t tls_cookie_read(void *c, char *buf, size_t len)
+{
+    int n = SSL_read(c, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c, n);
+    return e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !errno) ? 0 : -1;
+}
+
+static ssize_t tls_cookie_write(void *c, const char *buf, size_t len)
+{
+    int n = SSL_write(c, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    return n > 0 ? n : -1;
+}
+
+static SSL *tls_connect(int fd, const char *hostport, const char *servername, const char *cafile)
+{
+    char host[256];
+    if (servername) {
+        snprintf(host, sizeof host, "%s", servername);
+    } else {
+        const char *colon = strrchr(hostport, ':');
+        size_t hl = (size_t)(colon - hostport);
+        if (hostport[0] == '[')
+            hostport++, hl -= 2;
+        snprintf(host, sizeof host, "%.*s", (int)hl, hostport);
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    if (!ctx)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if ((cafile ? SSL_CTX_load_verify_locations(ctx, cafile, NULL)
+                : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+        fprintf(stderr, "medusactl: cannot load CA certificates%s%s: %s\n", cafile ? " from " : "",
+                cafile ? cafile : "", ERR_reason_error_string(ERR_get_error()));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (!(ssl = SSL_new(ctx)) || SSL_set_fd(ssl, fd) != 1)
+        goto fail;
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1
+              : (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1))
+        goto fail;
+    SSL_CTX_free(ctx); /* the SSL holds it */
+    ctx = NULL;
+    if (SSL_connect(ssl) != 1) {
+        long v = SSL_get_verify_result(ssl);
+        fprintf(stderr, "medusactl: TLS with %s failed: %s\n", hostport,
+                v != X509_V_OK ? X509_verify_cert_error_string(v)
+                               : ERR_reason_error_string(ERR_get_error())
+                                   ?: "the server closed (is it a TLS listener?)");
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+fail:
+    fprintf(stderr, "medusactl: cannot set up TLS: %s\n", ERR_reason_error_string(ERR_get_error()));
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return NULL;
 }
 
 /* One reply frame: returns the status and a malloc'd body, or -1 when the
@@ -319,12 +401,14 @@ static int interactive(void)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a server that went away is an error message, not a death */
-    const char *sock = getenv("MEDUSA_ADMIN_SOCKET"), *addr = NULL, *keyfile = NULL;
-    static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
-                                             {"address", required_argument, NULL, 'a'},
-                                             {"key", required_argument, NULL, 'k'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    const char *sock = getenv("MEDUSA_ADMIN_SOCKET"), *addr = NULL, *keyfile = NULL, *cafile = NULL,
+               *servername = NULL;
+    int tls = 0;
+    static const struct option longopts[] = {
+        {"socket", required_argument, NULL, 's'}, {"address", required_argument, NULL, 'a'},
+        {"key", required_argument, NULL, 'k'},    {"tls", no_argument, NULL, 'T'},
+        {"cacert", required_argument, NULL, 'C'}, {"servername", required_argument, NULL, 'N'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "+s:a:k:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -336,6 +420,16 @@ int main(int argc, char **argv)
             break;
         case 'k':
             keyfile = optarg;
+            break;
+        case 'T':
+            tls = 1;
+            break;
+        case 'C':
+            cafile = optarg;
+            tls = 1;
+            break;
+        case 'N':
+            servername = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -349,6 +443,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "medusactl: -a and -k go together\n");
         return 2;
     }
+    if ((tls || servername) && !addr) {
+        fprintf(stderr, "medusactl: --tls, --cacert and --servername are for -a\n");
+        return 2;
+    }
     char *secret = NULL;
     if (keyfile && !(secret = read_secret(keyfile)))
         return 3;
@@ -360,8 +458,19 @@ int main(int argc, char **argv)
         free(secret);
         return 3;
     }
-    in = fdopen(fd, "r");
-    out = fdopen(dup(fd), "w");
+    SSL *ssl = NULL;
+    if (tls) {
+        if (!(ssl = tls_connect(fd, addr, servername, cafile))) {
+            free(secret);
+            close(fd);
+            return 3;
+        }
+        in = fopencookie(ssl, "r", (cookie_io_functions_t){.read = tls_cookie_read});
+        out = fopencookie(ssl, "w", (cookie_io_functions_t){.write = tls_cookie_write});
+    } else {
+        in = fdopen(fd, "r");
+        out = fdopen(dup(fd), "w");
+    }
     if (!in || !out) {
         fprintf(stderr, "medusactl: %s\n", strerror(errno));
         return 3;
@@ -394,5 +503,10 @@ int main(int argc, char **argv)
     }
     fclose(in);
     fclose(out);
+    if (ssl) {
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+        close(fd);
+    }
     return rc;
 }
