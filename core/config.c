@@ -419,7 +419,7 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
     const char *user = NULL, *group = NULL;
     if (cfg_int(ctx, root, "worker_connections", 1, 1000000, &conns) < 0 ||
         cfg_int(ctx, root, "backlog", 1, 65535, &backlog) < 0 ||
-        cfg_int(ctx, root, "tls_ticket_rotate", 60, 7 * 86400, &rotate) < 0 ||
+        cfg_int(ctx, root, "tls_ticket_rotate", 1, 7 * 86400, &rotate) < 0 ||
         cfg_duration_ms(ctx, root, "grace_period", 3600, &c->grace_ms) < 0 ||
         cfg_string(ctx, root, "user", &user) < 0 || cfg_string(ctx, root, "group", &group) < 0)
         return -1;

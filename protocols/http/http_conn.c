@@ -368,8 +368,10 @@ static __attribute__((noinline)) ssize_t tls_send_mem(struct http_conn *hc, stru
 {
     size_t k = head < sizeof tls_out ? head : sizeof tls_out;
     size_t m = mem < sizeof tls_out - k ? mem : sizeof tls_out - k;
-    memcpy(tls_out, r->out + r->out_off, k);
-    memcpy(tls_out + k, r->mem + r->mem_off, m);
+    if (k)
+        memcpy(tls_out, r->out + r->out_off, k);
+    if (m)
+        memcpy(tls_out + k, r->mem + r->mem_off, m);
     short want;
     ssize_t n = conn_write(hc->c, tls_out, k + m, &want);
     if (n > 0) {
