@@ -30,6 +30,8 @@
 #include <event2/event_struct.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -154,6 +156,16 @@ struct conn *conn_new(struct worker *w, struct config *cfg, const struct service
     if (tls && !(ssl = tls_new(svc->tls, fd, peer))) {
         close(fd);
         return NULL;
+    }
+    if (ssl && (svc->module->flags & MODULE_RAW_IO)) {
+        /* A record in one read(2), not a header then a body; modules that
+         * read through conn_read know of what is read ahead (conn_pending).
+         * (libevent's TLS bufferevents do not: not for them.) */
+        SSL_set_read_ahead(ssl, 1);
+    }
+    if (ssl) { /* the handshake's flights and the answers go out as they are made */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     struct conn *c = conn_setup(w, svc, fd, peer, NULL, NULL, ssl);
     if (!c)
@@ -287,8 +299,11 @@ void conn_tls_accept(struct conn *c)
 
 ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want)
 {
-    if (c->ssl)
-        return tls_read(c->ssl, buf, len, want);
+    if (c->ssl) {
+        ssize_t n = tls_read(c->ssl, buf, len, want);
+        c->tls_starved = n < 0 && errno == EAGAIN;
+        return n;
+    }
     *want = EV_READ;
     return read(c->fd, buf, len);
 }
@@ -353,9 +368,13 @@ void conn_shutdown_write(struct conn *c)
     shutdown(c->fd, SHUT_WR);
 }
 
+/* With read-ahead, the SSL may hold whole records not yet opened, which
+ * SSL_pending does not count, or the start of one, which the socket will
+ * complete: SSL_has_pending says "something", and the last read says
+ * whether it was enough. */
 int conn_pending(const struct conn *c)
 {
-    return c->ssl && !c->bev && SSL_has_pending(c->ssl);
+    return c->ssl && !c->bev && !c->tls_starved && SSL_has_pending(c->ssl);
 }
 
 int conn_movable(const struct conn *c)

@@ -34,10 +34,11 @@ struct conn {
     void *ctx; /* the module's per-connection state */
     uint64_t bytes_in, bytes_out;
     struct timeval started;
-    time_t last_active;   /* seconds (wall clock, the loop's cached time) */
-    unsigned closing : 2; /* 1: flushing before close, 2: closed */
-    unsigned proxied : 1; /* peer is the client a PROXY header named, not the TCP peer */
-    unsigned handed : 1;  /* the module has it (after the TLS handshake, if any) */
+    time_t last_active;       /* seconds (wall clock, the loop's cached time) */
+    unsigned closing : 2;     /* 1: flushing before close, 2: closed */
+    unsigned proxied : 1;     /* peer is the client a PROXY header named, not the TCP peer */
+    unsigned handed : 1;      /* the module has it (after the TLS handshake, if any) */
+    unsigned tls_starved : 1; /* the last conn_read wanted more from the socket */
     char peer[64];
 };
 

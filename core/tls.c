@@ -3,7 +3,8 @@
  *
  * Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3 only,
  * ECDHE or DHE key exchange with AEAD ciphers (forward secrecy for every
- * suite), the client's preference among them, no compression, no
+ * suite), the server's order among them (AES-128-GCM first, ChaCha20 for
+ * clients that put it first), no compression, no
  * renegotiation. A `tls` block may narrow the versions and replace the
  * cipher lists.
  */
@@ -42,6 +43,8 @@
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"       \
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+#define SUITES_INTERMEDIATE                                                                        \
+    "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 #define GROUPS "X25519:P-256:P-384"
 #define KEYS_KEPT 3 /* the sealing key and two before it */
 
@@ -476,8 +479,12 @@ static SSL_CTX *make_ctx(struct cfg_ctx *ctx, const config_setting_t *block,
     }
     SSL_CTX_set_min_proto_version(c, ts->min_version);
     SSL_CTX_set_max_proto_version(c, ts->max_version);
+    /* The server's order (AES-128-GCM first: as safe, and faster than
+     * AES-256 with AES-NI), except that a client that puts ChaCha20 first
+     * (no AES in hardware) gets it. */
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                               SSL_OP_IGNORE_UNEXPECTED_EOF |
+                               SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_PRIORITIZE_CHACHA |
                                (tls_ktls_available() ? SSL_OP_ENABLE_KTLS : 0));
     /* idle connections give their record buffers back; writes may be
      * partial and their buffer may move between retries (HTTP rebuilds
@@ -548,7 +555,7 @@ int cfg_tls(struct cfg_ctx *ctx, const config_setting_t *block, const char *serv
     ts->handshake_timeout_ms = 10000;
     ts->min_version = TLS1_2_VERSION;
     ts->max_version = TLS1_3_VERSION;
-    const char *ciphers = CIPHERS_INTERMEDIATE, *suites = TLS_DEFAULT_CIPHERSUITES;
+    const char *ciphers = CIPHERS_INTERMEDIATE, *suites = SUITES_INTERMEDIATE;
     if (cfg_string(ctx, block, "ciphers", &ciphers) < 0 ||
         cfg_string(ctx, block, "ciphersuites", &suites) < 0 ||
         cfg_duration_ms(ctx, block, "handshake_timeout", 600, &ts->handshake_timeout_ms) < 0)

@@ -717,6 +717,7 @@ void http_accept(void *state, struct conn *c)
     if (!hc)
         return;
     stat_add(&http_conn_counters(hc)->accepted, 1);
+    hc->nodelay = c->ssl != NULL; /* the core set it for TLS */
     http_set_state(hc, HC_IDLE);
     /* The listener defers accept until the request is there: read it now,
      * and register with epoll only if we have to wait (a request answered
