@@ -439,6 +439,19 @@ static int pem_error(struct cfg_ctx *ctx, const config_setting_t *at, const char
     return cfg_error(ctx, at, "%s %s: %s", what, path, tls_error_text("cannot be loaded"));
 }
 
+static EVP_PKEY *ffdhe2048(void)
+{
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    EVP_PKEY *p = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, "ffdhe2048", 0),
+        OSSL_PARAM_construct_end()};
+    if (pctx && EVP_PKEY_paramgen_init(pctx) > 0 && EVP_PKEY_CTX_set_params(pctx, params) > 0)
+        EVP_PKEY_paramgen(pctx, &p);
+    EVP_PKEY_CTX_free(pctx);
+    return p;
+}
+
 /* A context for one certificate and key, with the service's settings. */
 static SSL_CTX *make_ctx(struct cfg_ctx *ctx, const config_setting_t *block,
                          const struct tls_service *ts)
@@ -502,7 +515,13 @@ static SSL_CTX *make_ctx(struct cfg_ctx *ctx, const config_setting_t *block,
         goto fail;
     }
     SSL_CTX_set1_groups_list(c, GROUPS);
-    SSL_CTX_set_dh_auto(c, 1);
+    /* DHE (TLS 1.2 with an RSA key) in RFC 7919's ffdhe2048 group, as
+     * Mozilla's profile has it; OpenSSL's own choice if that fails */
+    EVP_PKEY *dh = ffdhe2048();
+    if (!dh || SSL_CTX_set0_tmp_dh_pkey(c, dh) != 1) {
+        EVP_PKEY_free(dh);
+        SSL_CTX_set_dh_auto(c, 1);
+    }
     /* sessions live in tickets only (any worker opens them) */
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(c, ticket_cb);

@@ -25,11 +25,9 @@ Needs nginx, h2o and wrk from Debian (packaging/bootstrap installs them).
 import argparse
 import os
 import re
-import selectors
 import shutil
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
