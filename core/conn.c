@@ -142,6 +142,12 @@ static struct conn *conn_setup(struct worker *w, const struct service *svc, int 
             free(c);
             return NULL;
         }
+    } else if (ssl && conn_tls_raw_setup(c) < 0) {
+        log_error(peer, "cannot set up TLS for a connection; closed");
+        SSL_free(ssl);
+        close(fd);
+        free(c);
+        return NULL;
     }
     list_insert_head(&w->conns, &c->node);
     w->nconns++;
@@ -176,144 +182,6 @@ struct conn *conn_new(struct worker *w, struct config *cfg, const struct service
     c->last_active = c->started.tv_sec;
     stat_add(&w->stats->accepted, 1);
     return c;
-}
-
-/* ---- the TLS handshake, before the module has the connection ---- */
-
-struct tls_hs {
-    struct event ev; /* raw I/O: the socket; bufferevents: a timer */
-    struct timespec deadline;
-};
-
-static void hs_end(struct conn *c)
-{
-    event_del(&c->hs->ev);
-    free(c->hs);
-    c->hs = NULL;
-}
-
-/* One deadline for the whole handshake: a client that sends a byte at a
- * time does not get a new timeout per byte. */
-static struct timeval hs_left(const struct tls_hs *hs)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long long us = (long long)(hs->deadline.tv_sec - now.tv_sec) * 1000000 +
-                   (hs->deadline.tv_nsec - now.tv_nsec) / 1000;
-    if (us < 1)
-        us = 1;
-    return (struct timeval){(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-}
-
-static void hs_timed_out(struct conn *c)
-{
-    char why[80];
-    snprintf(why, sizeof why, "no handshake within %u ms", tls_handshake_timeout_ms(c->svc->tls));
-    tls_count_failed(c->ssl, c->peer, why);
-    conn_close(c);
-}
-
-static void hs_ready(struct conn *c)
-{
-    hs_end(c);
-    worker_conn_ready(c);
-}
-
-static void hs_raw_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn *c = arg;
-    if (what & EV_TIMEOUT) {
-        hs_timed_out(c);
-        return;
-    }
-    short want = 0;
-    int r = tls_handshake(c->ssl, c->peer, &want);
-    if (r < 0) {
-        conn_close(c);
-    } else if (r == 0) {
-        struct timeval tv = hs_left(c->hs);
-        event_del(&c->hs->ev);
-        event_assign(&c->hs->ev, c->w->base, fd, want, hs_raw_cb, c);
-        event_add(&c->hs->ev, &tv);
-    } else {
-        hs_ready(c);
-    }
-}
-
-static void hs_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    hs_timed_out(arg);
-}
-
-static void hs_bev_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED) {
-        tls_count_done(c->ssl);
-        /* the module's accept() gets it with reading off; what came with
-         * the end of the handshake waits in the input (worker_conn_ready
-         * lets the module hear of it) */
-        bufferevent_disable(bev, EV_READ);
-        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-        hs_ready(c);
-        return;
-    }
-    unsigned long e = bufferevent_get_openssl_error(bev);
-    const char *why = e ? ERR_reason_error_string(e) : NULL;
-    tls_count_failed(c->ssl, c->peer,
-                     why                      ? why
-                     : (what & BEV_EVENT_EOF) ? "the client closed"
-                                              : strerror(errno));
-    conn_close(c);
-}
-
-void conn_tls_accept(struct conn *c)
-{
-    if (!(c->hs = calloc(1, sizeof *c->hs))) {
-        log_error(c->peer, "out of memory for a TLS handshake; closed");
-        conn_close(c);
-        return;
-    }
-    unsigned ms = tls_handshake_timeout_ms(c->svc->tls);
-    clock_gettime(CLOCK_MONOTONIC, &c->hs->deadline);
-    c->hs->deadline.tv_sec += ms / 1000;
-    c->hs->deadline.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (c->hs->deadline.tv_nsec >= 1000000000) {
-        c->hs->deadline.tv_sec++;
-        c->hs->deadline.tv_nsec -= 1000000000;
-    }
-    if (c->bev) {
-        struct timeval tv = hs_left(c->hs);
-        evtimer_assign(&c->hs->ev, c->w->base, hs_timer_cb, c);
-        evtimer_add(&c->hs->ev, &tv);
-        bufferevent_setcb(c->bev, NULL, NULL, hs_bev_cb, c);
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-        return;
-    }
-    /* Clients speak first (TCP_DEFER_ACCEPT): the hello is usually here. */
-    event_assign(&c->hs->ev, c->w->base, c->fd, EV_READ, hs_raw_cb, c);
-    hs_raw_cb(c->fd, EV_READ, c);
-}
-
-ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want)
-{
-    if (c->ssl) {
-        ssize_t n = tls_read(c->ssl, buf, len, want);
-        c->tls_starved = n < 0 && errno == EAGAIN;
-        return n;
-    }
-    *want = EV_READ;
-    return read(c->fd, buf, len);
-}
-
-ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want)
-{
-    if (c->ssl)
-        return tls_write(c->ssl, buf, len, want);
-    *want = EV_WRITE;
-    return send(c->fd, buf, len, MSG_NOSIGNAL);
 }
 
 int conn_starttls(struct conn *c)
@@ -361,27 +229,6 @@ int conn_starttls(struct conn *c)
     return 0;
 }
 
-void conn_shutdown_write(struct conn *c)
-{
-    if (c->ssl && !c->bev && SSL_is_init_finished(c->ssl))
-        SSL_shutdown(c->ssl);
-    shutdown(c->fd, SHUT_WR);
-}
-
-/* With read-ahead, the SSL may hold whole records not yet opened, which
- * SSL_pending does not count, or the start of one, which the socket will
- * complete: SSL_has_pending says "something", and the last read says
- * whether it was enough. */
-int conn_pending(const struct conn *c)
-{
-    return c->ssl && !c->bev && !c->tls_starved && SSL_has_pending(c->ssl);
-}
-
-int conn_movable(const struct conn *c)
-{
-    return !(c->ssl && c->bev);
-}
-
 /* Off the worker's list and counters; the caller frees. */
 static void conn_detach(struct conn *c)
 {
@@ -402,18 +249,11 @@ static void close_conn(struct conn *c, int tell)
     if (tell && c->handed && m->closed)
         m->closed(worker_module_state(c->w, m), c);
     struct worker *w = c->w;
-    if (c->hs)
-        hs_end(c);
-    if (c->bev) {
+    conn_tls_release(c, tell);
+    if (c->bev)
         bufferevent_free(c->bev); /* and its SSL */
-    } else {
-        if (c->ssl) {
-            if (tell && SSL_is_init_finished(c->ssl)) /* a close_notify, if the socket takes it */
-                SSL_shutdown(c->ssl);
-            SSL_free(c->ssl);
-        }
+    else
         close(c->fd);
-    }
     conn_detach(c);
     stat_add(&w->stats->closed, 1);
     config_unref(c->cfg);
@@ -599,7 +439,7 @@ static int take_buffers(struct conn *c, struct conn_move *mv)
 void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
 {
     struct worker *w = c->w;
-    if (!conn_movable(c)) { /* the module should not have asked */
+    if (!conn_movable(c) || conn_unsent(c)) { /* the module should not have asked */
         log_error(c->peer, "a TLS session cannot move to another worker; connection %llu closed",
                   (unsigned long long)c->id);
         if (blob && blob_free)

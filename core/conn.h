@@ -30,6 +30,7 @@ struct conn {
     struct bufferevent *bev;   /* NULL for MODULE_RAW_IO modules */
     struct ssl_st *ssl;        /* TLS (the bufferevent's, for bufferevent modules), or NULL */
     struct tls_hs *hs;         /* while the core makes the TLS handshake */
+    struct tls_wait *tls_wait; /* sealed records the socket has not taken yet */
     int fd;
     void *ctx; /* the module's per-connection state */
     uint64_t bytes_in, bytes_out;
@@ -81,6 +82,17 @@ ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want);
  * means the handshake is done (tls_count_done), an error before it that it
  * failed (tls_count_failed). 0, or -1 (c must be closed). */
 int conn_starttls(struct conn *c);
+/* Sending much (raw I/O modules): conn_seal seals up to 16 KiB into a
+ * record added to this thread's batch, returning what it took, or 0 when
+ * the batch is full; conn_flush sends the batch (and what waited from
+ * before). 0: all sent; -1 with errno EAGAIN: the rest waits in c and goes
+ * first next time (wait for EV_WRITE, then conn_flush again), or another
+ * errno. Always conn_flush before going back to the loop: the batch is the
+ * thread's. On a plain connection conn_seal is conn_write. */
+ssize_t conn_seal(struct conn *c, const void *buf, size_t len);
+int conn_flush(struct conn *c);
+/* Sealed bytes wait for the socket (conn_flush has more to send). */
+int conn_unsent(const struct conn *c);
 /* Ends our direction: a TLS close_notify, then the TCP FIN; reading goes
  * on. */
 void conn_shutdown_write(struct conn *c);
@@ -119,6 +131,12 @@ struct conn *conn_new(struct worker *w, struct config *cfg, const struct service
 /* worker.c: makes the TLS handshake of a conn_new(.., tls) connection,
  * then calls worker_conn_ready(c), or closes c if it fails or times out. */
 void conn_tls_accept(struct conn *c);
+/* conn.c, from conn_tls.c: a raw module's SSL gets the batching BIO, bound
+ * to c (accepted, or adopted after a move; 0, or -1 without memory); on
+ * close, the handshake, the SSL (polite: with a close_notify) and what
+ * waited are released. */
+int conn_tls_raw_setup(struct conn *c);
+void conn_tls_release(struct conn *c, int polite);
 /* worker.c: takes a moved session (mv is consumed) and hands it to its
  * module's adopt(). */
 void conn_adopt(struct worker *w, struct conn_move *mv);

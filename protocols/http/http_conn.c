@@ -354,55 +354,96 @@ static __attribute__((noinline)) void stream_sent(struct http_conn *hc)
     }
 }
 
-/* ---- TLS: records from a bounded buffer ----
+/* ---- TLS: records in batches ----
  * A TLS record carries at most 16 KiB: the head and a memory body are
  * copied into one (a small response is one record and one write), and a
- * file goes through it slice by slice, read only as fast as the socket
- * takes it. A write that must be retried is made again from the same
- * offsets, so it carries the same bytes (OpenSSL's rule). With kernel TLS
- * the file goes with SSL_sendfile instead. */
+ * file goes through it record by record, read only as fast as the socket
+ * takes it; the records of one wake-up go out in one send (conn_seal,
+ * conn_flush). With kernel TLS the file goes with SSL_sendfile instead. */
 static __thread unsigned char tls_out[16384];
 
+/* Sealed records that wait for the socket go first: -1 (EAGAIN) while
+ * they wait. */
 static __attribute__((noinline)) ssize_t tls_send_mem(struct http_conn *hc, struct http_req *r,
                                                       size_t head, size_t mem)
 {
-    size_t k = head < sizeof tls_out ? head : sizeof tls_out;
-    size_t m = mem < sizeof tls_out - k ? mem : sizeof tls_out - k;
-    if (k)
-        memcpy(tls_out, r->out + r->out_off, k);
-    if (m)
-        memcpy(tls_out + k, r->mem + r->mem_off, m);
-    short want;
-    ssize_t n = conn_write(hc->c, tls_out, k + m, &want);
-    if (n > 0) {
+    if (conn_flush(hc->c) < 0)
+        return -1;
+    size_t total = 0;
+    while (head || mem) {
+        size_t k = head < sizeof tls_out ? head : sizeof tls_out;
+        size_t m = mem < sizeof tls_out - k ? mem : sizeof tls_out - k;
+        if (k)
+            memcpy(tls_out, r->out + r->out_off, k);
+        if (m)
+            memcpy(tls_out + k, r->mem + r->mem_off, m);
+        ssize_t n = conn_seal(hc->c, tls_out, k + m);
+        if (n < 0)
+            return -1;
+        if (n == 0) /* the batch is full */
+            break;
         size_t h = (size_t)n < head ? (size_t)n : head;
         r->out_off += h;
         r->mem_off += (size_t)n - h;
+        head -= h;
+        mem -= (size_t)n - h;
+        total += (size_t)n;
     }
-    return n;
+    if (conn_flush(hc->c) < 0 && errno != EAGAIN)
+        return -1;
+    return (ssize_t)total; /* (what did not go waits in the connection) */
 }
 
 static __attribute__((noinline)) ssize_t tls_send_file(struct http_conn *hc, struct http_req *r,
                                                        size_t want)
 {
     SSL *ssl = hc->c->ssl;
-    ssize_t n;
     if (BIO_get_ktls_send(SSL_get_wbio(ssl))) {
         ERR_clear_error();
-        n = SSL_sendfile(ssl, r->file_fd, r->file_off, want, 0);
+        ssize_t n = SSL_sendfile(ssl, r->file_fd, r->file_off, want, 0);
         if (n < 0 && SSL_get_error(ssl, (int)n) == SSL_ERROR_WANT_WRITE)
             errno = EAGAIN;
-    } else {
-        ssize_t got =
-            pread(r->file_fd, tls_out, want < sizeof tls_out ? want : sizeof tls_out, r->file_off);
-        if (got <= 0)
-            return got;
-        short ev;
-        n = conn_write(hc->c, tls_out, (size_t)got, &ev);
+        if (n > 0)
+            r->file_off += n;
+        return n;
     }
-    if (n > 0)
+    if (conn_flush(hc->c) < 0)
+        return -1;
+    size_t total = 0;
+    while (total < want) {
+        size_t len = want - total < sizeof tls_out ? want - total : sizeof tls_out;
+        ssize_t got = pread(r->file_fd, tls_out, len, r->file_off);
+        if (got <= 0) {
+            if (total)
+                break;
+            return got;
+        }
+        ssize_t n = conn_seal(hc->c, tls_out, (size_t)got);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
         r->file_off += n;
-    return n;
+        total += (size_t)n;
+    }
+    if (conn_flush(hc->c) < 0 && errno != EAGAIN)
+        return -1;
+    return (ssize_t)total;
+}
+
+/* Every byte of the response is sealed; some may still wait for the
+ * socket. 0 when all is out. */
+static __attribute__((noinline)) int tls_unsent(struct http_conn *hc)
+{
+    if (conn_flush(hc->c) == 0)
+        return 0;
+    if (errno == EAGAIN) {
+        hc->deadline = http_now_ms() + srv_of(hc)->send_timeout_ms;
+        http_watch(hc, EV_WRITE);
+    } else {
+        http_conn_close(hc);
+    }
+    return 1;
 }
 
 static void flush(struct http_conn *hc)
@@ -415,6 +456,7 @@ static void flush(struct http_conn *hc)
         ssize_t n;
         if (__builtin_expect(hc->c->ssl != NULL, 0) && (head || mem)) {
             n = tls_send_mem(hc, r, head, mem);
+            full = hc->c->tls_wait != NULL;
         } else if (head || mem) {
             struct iovec iov[2];
             int cnt = 0;
@@ -445,6 +487,7 @@ static void flush(struct http_conn *hc)
             size_t want = left > SEND_SLICE ? SEND_SLICE : (size_t)left;
             if (__builtin_expect(hc->c->ssl != NULL, 0)) {
                 n = tls_send_file(hc, r, want);
+                full = hc->c->tls_wait != NULL;
             } else {
                 n = sendfile(hc->c->fd, r->file_fd, &r->file_off, want);
                 if (n > 0 && (size_t)n < want)
@@ -458,6 +501,8 @@ static void flush(struct http_conn *hc)
                 http_conn_close(hc);
                 return;
             }
+        } else if (__builtin_expect(hc->c->tls_wait != NULL, 0) && tls_unsent(hc)) {
+            return;
         } else if (__builtin_expect(r->streaming, 0)) {
             stream_sent(hc);
             return;
