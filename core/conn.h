@@ -10,10 +10,12 @@
 #include "core/list.h"
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 struct config;
 struct service;
@@ -71,8 +73,8 @@ enum conn_line conn_next_line(struct evbuffer *in, size_t max, unsigned *discard
  * read(2) and send(2) (never SIGPIPE): n > 0; 0 at the end of the stream
  * (read); -1 with errno, EAGAIN meaning "call again when *want (EV_READ or
  * EV_WRITE) is ready". Bytes are not counted: conn_count_in/out. */
-ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want);
-ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want);
+static inline ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want);
+static inline ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want);
 /* STARTTLS for bufferevent modules (FTP's AUTH TLS): what is queued for
  * the client (the reply that says "go ahead") is sent now, input the
  * client sent before its handshake is dropped (plain text must not pass
@@ -115,6 +117,26 @@ void conn_count_out(struct conn *c, size_t n);
  * the descriptor. Afterwards c is gone: moved, or closed if the move could
  * not be made. */
 void conn_move(struct conn *c, void *blob, void (*blob_free)(void *));
+
+/* (conn_tls.c: the TLS side of conn_read and conn_write) */
+ssize_t conn_tls_read(struct conn *c, void *buf, size_t len, short *want);
+ssize_t conn_tls_write(struct conn *c, const void *buf, size_t len, short *want);
+
+static inline ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want)
+{
+    if (__builtin_expect(c->ssl != NULL, 0))
+        return conn_tls_read(c, buf, len, want);
+    *want = EV_READ;
+    return read(c->fd, buf, len);
+}
+
+static inline ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want)
+{
+    if (__builtin_expect(c->ssl != NULL, 0))
+        return conn_tls_write(c, buf, len, want);
+    *want = EV_WRITE;
+    return send(c->fd, buf, len, MSG_NOSIGNAL);
+}
 
 /* ---- for the core ---- */
 

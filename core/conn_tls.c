@@ -156,23 +156,16 @@ void conn_tls_accept(struct conn *c)
     hs_raw_cb(c->fd, EV_READ, c);
 }
 
-ssize_t conn_read(struct conn *c, void *buf, size_t len, short *want)
+ssize_t conn_tls_read(struct conn *c, void *buf, size_t len, short *want)
 {
-    if (c->ssl) {
-        ssize_t n = tls_read(c->ssl, buf, len, want);
-        c->tls_starved = n < 0 && errno == EAGAIN;
-        return n;
-    }
-    *want = EV_READ;
-    return read(c->fd, buf, len);
+    ssize_t n = tls_read(c->ssl, buf, len, want);
+    c->tls_starved = n < 0 && errno == EAGAIN;
+    return n;
 }
 
-ssize_t conn_write(struct conn *c, const void *buf, size_t len, short *want)
+ssize_t conn_tls_write(struct conn *c, const void *buf, size_t len, short *want)
 {
-    if (c->ssl)
-        return tls_write(c->ssl, buf, len, want);
-    *want = EV_WRITE;
-    return send(c->fd, buf, len, MSG_NOSIGNAL);
+    return tls_write(c->ssl, buf, len, want);
 }
 
 void conn_shutdown_write(struct conn *c)

@@ -182,20 +182,30 @@ static __attribute__((noinline)) void tls_read_pending(struct http_conn *hc)
         event_active(&hc->ev, EV_READ, 1);
 }
 
+/* Inlined into this file's callers (the response path's); http_watch is
+ * the same for the other files. */
+static inline __attribute__((always_inline)) void watch(struct http_conn *hc, short what)
+{
+    if (hc->watching == what && (what || !hc->kicked)) {
+        if (__builtin_expect(hc->tls, 0) && what == EV_READ)
+            tls_read_pending(hc);
+        return;
+    }
+    if (hc->watching || hc->kicked)
+        event_del(&hc->ev);
+    hc->kicked = 0;
+    hc->watching = what;
+    if (!what)
+        return;
+    event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, what | EV_PERSIST, io_cb, hc);
+    event_add(&hc->ev, NULL);
+    if (__builtin_expect(hc->tls, 0) && what == EV_READ)
+        tls_read_pending(hc);
+}
+
 void http_watch(struct http_conn *hc, short what)
 {
-    if (hc->watching != what || (!what && hc->kicked)) {
-        if (hc->watching || hc->kicked)
-            event_del(&hc->ev);
-        hc->kicked = 0;
-        hc->watching = what;
-        if (!what)
-            return;
-        event_assign(&hc->ev, hc->hw->w->base, hc->c->fd, what | EV_PERSIST, io_cb, hc);
-        event_add(&hc->ev, NULL);
-    }
-    if (__builtin_expect(hc->c->ssl != NULL, 0) && what == EV_READ)
-        tls_read_pending(hc);
+    watch(hc, what);
 }
 
 void http_kick(struct http_conn *hc)
@@ -261,7 +271,7 @@ static void linger(struct http_conn *hc)
     req_put(hc);
     conn_shutdown_write(hc->c);
     http_set_state(hc, HC_LINGER);
-    http_watch(hc, EV_READ);
+    watch(hc, EV_READ);
 }
 /* A response is out (or a 101 head): the access log, the counters. Inlined:
  * with two callers LTO would not, and it is on every response (+17
@@ -307,7 +317,7 @@ static void response_done(struct http_conn *hc)
     req_reset(r);
     r->len = rest;
     r->parsed = 0;
-    http_watch(hc, EV_READ);
+    watch(hc, EV_READ);
     if (!rest) {
         req_put(hc);
         http_set_state(hc, HC_IDLE);
@@ -324,7 +334,7 @@ static void tunnel_start(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
     count_response(hc, r);
-    http_watch(hc, 0);
+    watch(hc, 0);
     http_set_state(hc, HC_TUNNEL);
     r->handler->ops->on_tunnel(r, hc->c, r->buf + r->parsed, r->len - r->parsed);
 }
@@ -348,7 +358,7 @@ static __attribute__((noinline)) void stream_sent(struct http_conn *hc)
         r->out_len = r->out_off = 0;
         hc->deadline = 0;
         if (hc->watching == EV_WRITE)
-            http_watch(hc, 0);
+            watch(hc, 0);
         if (r->handler->ops->on_drain)
             r->handler->ops->on_drain(r);
     }
@@ -439,7 +449,7 @@ static __attribute__((noinline)) int tls_unsent(struct http_conn *hc)
         return 0;
     if (errno == EAGAIN) {
         hc->deadline = http_now_ms() + srv_of(hc)->send_timeout_ms;
-        http_watch(hc, EV_WRITE);
+        watch(hc, EV_WRITE);
     } else {
         http_conn_close(hc);
     }
@@ -454,10 +464,12 @@ static void flush(struct http_conn *hc)
         int full = 0;
         size_t head = r->out_len - r->out_off, mem = r->mem_len - r->mem_off;
         ssize_t n;
-        if (__builtin_expect(hc->c->ssl != NULL, 0) && (head || mem)) {
-            n = tls_send_mem(hc, r, head, mem);
-            full = hc->c->tls_wait != NULL;
-        } else if (head || mem) {
+        if (head || mem) {
+            if (__builtin_expect(hc->tls, 0)) {
+                n = tls_send_mem(hc, r, head, mem);
+                full = hc->c->tls_wait != NULL;
+                goto sent;
+            }
             struct iovec iov[2];
             int cnt = 0;
             if (head)
@@ -480,12 +492,12 @@ static void flush(struct http_conn *hc)
         } else if (r->file_off < r->file_end) {
             if (sent_now >= SEND_SLICE) {
                 hc->deadline = http_now_ms() + srv_of(hc)->send_timeout_ms;
-                http_watch(hc, EV_WRITE); /* yield: the loop calls back at once */
+                watch(hc, EV_WRITE); /* yield: the loop calls back at once */
                 return;
             }
             off_t left = r->file_end - r->file_off;
             size_t want = left > SEND_SLICE ? SEND_SLICE : (size_t)left;
-            if (__builtin_expect(hc->c->ssl != NULL, 0)) {
+            if (__builtin_expect(hc->tls, 0)) {
                 n = tls_send_file(hc, r, want);
                 full = hc->c->tls_wait != NULL;
             } else {
@@ -501,7 +513,7 @@ static void flush(struct http_conn *hc)
                 http_conn_close(hc);
                 return;
             }
-        } else if (__builtin_expect(hc->c->tls_wait != NULL, 0) && tls_unsent(hc)) {
+        } else if (__builtin_expect(hc->tls, 0) && hc->c->tls_wait && tls_unsent(hc)) {
             return;
         } else if (__builtin_expect(r->streaming, 0)) {
             stream_sent(hc);
@@ -510,13 +522,14 @@ static void flush(struct http_conn *hc)
             response_done(hc);
             return;
         }
+    sent:
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 /* send_timeout runs between two writes (and from now, for a
                  * stream that had drained and set none) */
                 if (sent_now || !hc->deadline)
                     hc->deadline = http_now_ms() + srv_of(hc)->send_timeout_ms;
-                http_watch(hc, EV_WRITE);
+                watch(hc, EV_WRITE);
                 return;
             }
             if (errno == EINTR)
@@ -531,7 +544,7 @@ static void flush(struct http_conn *hc)
         if (full) { /* a short write means the socket buffer is full: no
                        need to hear EAGAIN from another call */
             hc->deadline = http_now_ms() + srv_of(hc)->send_timeout_ms;
-            http_watch(hc, EV_WRITE);
+            watch(hc, EV_WRITE);
             return;
         }
     }
@@ -586,7 +599,7 @@ static void on_readable(struct http_conn *hc)
         if (errno == EAGAIN || errno == EINTR) {
             if (!r->len)
                 req_put(hc);
-            http_watch(hc, EV_READ);
+            watch(hc, EV_READ);
             return;
         }
         log_debug(hc->c->peer, "read: %s", strerror(errno));
@@ -615,7 +628,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
     if (what & EV_WRITE)
         flush(hc);
     else if (hc->state == HC_WAIT || hc->state == HC_WRITE)
-        http_watch(hc, 0); /* input while an answer is pending waits in the socket */
+        watch(hc, 0); /* input while an answer is pending waits in the socket */
     else if (what & EV_READ)
         on_readable(hc);
 }
@@ -674,6 +687,7 @@ static struct http_conn *conn_start(struct http_worker *hw, struct conn *c)
     }
     hc->c = c;
     hc->hw = hw;
+    hc->tls = c->ssl != NULL;
     c->ctx = hc;
     list_insert_head(&hw->conns, &hc->node);
     stat_add(&http_conn_counters(hc)->active, 1);
@@ -762,7 +776,7 @@ void http_accept(void *state, struct conn *c)
     if (!hc)
         return;
     stat_add(&http_conn_counters(hc)->accepted, 1);
-    hc->nodelay = c->ssl != NULL; /* the core set it for TLS */
+    hc->nodelay = hc->tls; /* the core set it for TLS */
     http_set_state(hc, HC_IDLE);
     /* The listener defers accept until the request is there: read it now,
      * and register with epoll only if we have to wait (a request answered
@@ -779,7 +793,7 @@ void http_adopt(void *state, struct conn *c, void *blob)
         hc->nodelay = mv->nodelay;
         hc->state = HC_IDLE;
         hc->deadline = mv->deadline;
-        http_watch(hc, EV_READ); /* a request sent meanwhile waits in the socket */
+        watch(hc, EV_READ); /* a request sent meanwhile waits in the socket */
     }
     free(mv);
 }

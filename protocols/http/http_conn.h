@@ -68,6 +68,7 @@ struct http_conn {
     uint8_t nodelay : 1;
     uint8_t corked : 1;
     uint8_t kicked : 1; /* ev is activated (not added) to flush from the loop */
+    uint8_t tls : 1;    /* c->ssl is set (kept here: the hot paths test it) */
     struct event ev;
 };
 

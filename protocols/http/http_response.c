@@ -103,7 +103,7 @@ void http_resp_start_reason(struct http_req *r, int status, const char *reason, 
     out_str(r, r->srv->server_header);
     out_str(r, r->hc->hw->date_hdr);
     /* RFC 6797: only over TLS (a plain response's would be ignored, or worse) */
-    if (__builtin_expect(r->srv->hsts_header != NULL, 0) && r->c->ssl)
+    if (__builtin_expect(r->srv->hsts_header != NULL, 0) && r->hc->tls)
         out_str(r, r->srv->hsts_header);
 }
 
