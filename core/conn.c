@@ -249,7 +249,7 @@ static void close_conn(struct conn *c, int tell)
     if (tell && c->handed && m->closed)
         m->closed(worker_module_state(c->w, m), c);
     struct worker *w = c->w;
-    if (__builtin_expect(c->ssl != NULL || c->hs != NULL, 0))
+    if (__builtin_expect(c->ssl != NULL, 0))
         conn_tls_release(c, tell);
     if (c->bev)
         bufferevent_free(c->bev); /* and its SSL */

@@ -20,7 +20,6 @@
 struct config;
 struct service;
 struct ssl_st;
-struct tls_hs;
 struct worker;
 
 struct conn {
@@ -30,14 +29,16 @@ struct conn {
     struct config *cfg;        /* snapshot it was accepted under (a reference) */
     const struct service *svc; /* in cfg */
     struct bufferevent *bev;   /* NULL for MODULE_RAW_IO modules */
-    struct ssl_st *ssl;        /* TLS (the bufferevent's, for bufferevent modules), or NULL */
-    struct tls_hs *hs;         /* while the core makes the TLS handshake */
-    struct tls_wait *tls_wait; /* sealed records the socket has not taken yet */
-    int fd;
+    /* TLS (the bufferevent's, for bufferevent modules), or NULL. What TLS
+     * needs besides (the handshake's timer, records waiting for the
+     * socket) hangs on the SSL (conn_tls.c), not here: a plain idle
+     * connection stays as small as it was. */
+    struct ssl_st *ssl;
     void *ctx; /* the module's per-connection state */
     uint64_t bytes_in, bytes_out;
     struct timeval started;
-    time_t last_active;       /* seconds (wall clock, the loop's cached time) */
+    time_t last_active; /* seconds (wall clock, the loop's cached time) */
+    int fd;
     unsigned closing : 2;     /* 1: flushing before close, 2: closed */
     unsigned proxied : 1;     /* peer is the client a PROXY header named, not the TCP peer */
     unsigned handed : 1;      /* the module has it (after the TLS handshake, if any) */

@@ -8,7 +8,7 @@
  * socket BIO: normally it sends at once, as the socket BIO would, but
  * between conn_seal calls it appends each sealed record to a per-thread
  * batch buffer, which conn_flush sends in one call. What the socket does
- * not take waits in c->tls_wait (allocated only then, freed once sent) and
+ * not take waits beside the SSL (allocated only then, freed once sent) and
  * goes out before anything else; so a slow client costs memory only for
  * as long as it is slow, and an idle connection none. The SSL never sees
  * the socket full while sealing, so its retry rules do not apply there.
@@ -37,6 +37,23 @@
 #include <time.h>
 #include <unistd.h>
 
+/* What a connection's TLS needs besides the SSL hangs on it (ex_data), so
+ * struct conn carries one pointer for TLS. */
+static int hs_idx = -1, wait_idx = -1;
+static BIO_METHOD *wbio_method;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void make_once(void);
+
+static struct tls_hs *hs_of(const struct conn *c)
+{
+    return SSL_get_ex_data(c->ssl, hs_idx);
+}
+
+static struct tls_wait *wait_of(const struct conn *c)
+{
+    return SSL_get_ex_data(c->ssl, wait_idx);
+}
+
 /* ---- the TLS handshake, before the module has the connection ---- */
 
 struct tls_hs {
@@ -46,9 +63,10 @@ struct tls_hs {
 
 static void hs_end(struct conn *c)
 {
-    event_del(&c->hs->ev);
-    free(c->hs);
-    c->hs = NULL;
+    struct tls_hs *hs = hs_of(c);
+    event_del(&hs->ev);
+    free(hs);
+    SSL_set_ex_data(c->ssl, hs_idx, NULL);
 }
 
 /* One deadline for the whole handshake: a client that sends a byte at a
@@ -90,10 +108,11 @@ static void hs_raw_cb(evutil_socket_t fd, short what, void *arg)
     if (r < 0) {
         conn_close(c);
     } else if (r == 0) {
-        struct timeval tv = hs_left(c->hs);
-        event_del(&c->hs->ev);
-        event_assign(&c->hs->ev, c->w->base, fd, want, hs_raw_cb, c);
-        event_add(&c->hs->ev, &tv);
+        struct tls_hs *hs = hs_of(c);
+        struct timeval tv = hs_left(hs);
+        event_del(&hs->ev);
+        event_assign(&hs->ev, c->w->base, fd, want, hs_raw_cb, c);
+        event_add(&hs->ev, &tv);
     } else {
         hs_ready(c);
     }
@@ -130,29 +149,32 @@ static void hs_bev_cb(struct bufferevent *bev, short what, void *arg)
 
 void conn_tls_accept(struct conn *c)
 {
-    if (!(c->hs = calloc(1, sizeof *c->hs))) {
+    pthread_once(&once, make_once);
+    struct tls_hs *hs = hs_idx >= 0 ? calloc(1, sizeof *hs) : NULL;
+    if (!hs || !SSL_set_ex_data(c->ssl, hs_idx, hs)) {
+        free(hs);
         log_error(c->peer, "out of memory for a TLS handshake; closed");
         conn_close(c);
         return;
     }
     unsigned ms = tls_handshake_timeout_ms(c->svc->tls);
-    clock_gettime(CLOCK_MONOTONIC, &c->hs->deadline);
-    c->hs->deadline.tv_sec += ms / 1000;
-    c->hs->deadline.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (c->hs->deadline.tv_nsec >= 1000000000) {
-        c->hs->deadline.tv_sec++;
-        c->hs->deadline.tv_nsec -= 1000000000;
+    clock_gettime(CLOCK_MONOTONIC, &hs->deadline);
+    hs->deadline.tv_sec += ms / 1000;
+    hs->deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (hs->deadline.tv_nsec >= 1000000000) {
+        hs->deadline.tv_sec++;
+        hs->deadline.tv_nsec -= 1000000000;
     }
     if (c->bev) {
-        struct timeval tv = hs_left(c->hs);
-        evtimer_assign(&c->hs->ev, c->w->base, hs_timer_cb, c);
-        evtimer_add(&c->hs->ev, &tv);
+        struct timeval tv = hs_left(hs);
+        evtimer_assign(&hs->ev, c->w->base, hs_timer_cb, c);
+        evtimer_add(&hs->ev, &tv);
         bufferevent_setcb(c->bev, NULL, NULL, hs_bev_cb, c);
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
         return;
     }
     /* Clients speak first (TCP_DEFER_ACCEPT): the hello is usually here. */
-    event_assign(&c->hs->ev, c->w->base, c->fd, EV_READ, hs_raw_cb, c);
+    event_assign(&hs->ev, c->w->base, c->fd, EV_READ, hs_raw_cb, c);
     hs_raw_cb(c->fd, EV_READ, c);
 }
 
@@ -207,7 +229,6 @@ struct tls_wait {
 };
 
 static __thread struct batch *batch;
-static BIO_METHOD *wbio_method;
 
 static struct batch *batch_get(void)
 {
@@ -219,7 +240,7 @@ static struct batch *batch_get(void)
 /* What waits from an earlier flush goes first. 0 when nothing waits. */
 static int send_waiting(struct conn *c)
 {
-    struct tls_wait *tw = c->tls_wait;
+    struct tls_wait *tw = wait_of(c);
     while (tw) {
         ssize_t n = send(c->fd, tw->data + tw->off, tw->len - tw->off, MSG_NOSIGNAL);
         if (n < 0) {
@@ -230,7 +251,8 @@ static int send_waiting(struct conn *c)
         tw->off += (size_t)n;
         if (tw->off == tw->len) {
             free(tw);
-            c->tls_wait = tw = NULL;
+            SSL_set_ex_data(c->ssl, wait_idx, NULL);
+            tw = NULL;
         }
     }
     return 0;
@@ -266,10 +288,10 @@ static long wbio_ctrl(BIO *b, int cmd, long num, void *ptr)
     return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
-static pthread_once_t wbio_once = PTHREAD_ONCE_INIT;
-
-static void wbio_method_make(void)
+static void make_once(void)
 {
+    hs_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    wait_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "medusa");
     if (m && BIO_meth_set_write(m, wbio_write) && BIO_meth_set_ctrl(m, wbio_ctrl))
         wbio_method = m;
@@ -282,8 +304,8 @@ int conn_tls_raw_setup(struct conn *c)
 {
     if (tls_ktls_available())
         return 0;
-    pthread_once(&wbio_once, wbio_method_make);
-    BIO *b = wbio_method ? BIO_new(wbio_method) : NULL;
+    pthread_once(&once, make_once);
+    BIO *b = wbio_method && wait_idx >= 0 ? BIO_new(wbio_method) : NULL;
     if (!b)
         return -1;
     BIO_set_data(b, c);
@@ -355,26 +377,34 @@ int conn_flush(struct conn *c)
     tw->len = rest;
     tw->off = 0;
     memcpy(tw->data, g->buf + off, rest);
-    c->tls_wait = tw;
+    if (!SSL_set_ex_data(c->ssl, wait_idx, tw)) {
+        free(tw);
+        errno = ENOMEM;
+        return -1;
+    }
     errno = EAGAIN;
     return -1;
 }
 
 int conn_unsent(const struct conn *c)
 {
-    return c->tls_wait != NULL;
+    return c->ssl && wait_idx >= 0 && wait_of(c) != NULL;
 }
 
 void conn_tls_release(struct conn *c, int polite)
 {
-    if (c->hs)
+    pthread_once(&once, make_once);
+    if (hs_idx >= 0 && hs_of(c))
         hs_end(c);
-    if (c->ssl && !c->bev) {
-        if (polite && !c->tls_wait && SSL_is_init_finished(c->ssl))
+    struct tls_wait *tw = wait_idx >= 0 ? wait_of(c) : NULL;
+    if (tw) {
+        free(tw);
+        SSL_set_ex_data(c->ssl, wait_idx, NULL);
+    }
+    if (!c->bev) { /* (a bufferevent frees its own) */
+        if (polite && !tw && SSL_is_init_finished(c->ssl))
             SSL_shutdown(c->ssl); /* a close_notify, if the socket takes it */
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
-    free(c->tls_wait);
-    c->tls_wait = NULL;
 }

@@ -467,7 +467,7 @@ static void flush(struct http_conn *hc)
         if (head || mem) {
             if (__builtin_expect(hc->tls, 0)) {
                 n = tls_send_mem(hc, r, head, mem);
-                full = hc->c->tls_wait != NULL;
+                full = conn_unsent(hc->c);
                 goto sent;
             }
             struct iovec iov[2];
@@ -499,7 +499,7 @@ static void flush(struct http_conn *hc)
             size_t want = left > SEND_SLICE ? SEND_SLICE : (size_t)left;
             if (__builtin_expect(hc->tls, 0)) {
                 n = tls_send_file(hc, r, want);
-                full = hc->c->tls_wait != NULL;
+                full = conn_unsent(hc->c);
             } else {
                 n = sendfile(hc->c->fd, r->file_fd, &r->file_off, want);
                 if (n > 0 && (size_t)n < want)
@@ -513,7 +513,7 @@ static void flush(struct http_conn *hc)
                 http_conn_close(hc);
                 return;
             }
-        } else if (__builtin_expect(hc->tls, 0) && hc->c->tls_wait && tls_unsent(hc)) {
+        } else if (__builtin_expect(hc->tls, 0) && conn_unsent(hc->c) && tls_unsent(hc)) {
             return;
         } else if (__builtin_expect(r->streaming, 0)) {
             stream_sent(hc);
