@@ -132,32 +132,16 @@ static int admin_parse_section(struct cfg_ctx *ctx, const config_setting_t *g,
         return cfg_error(ctx, g, "'admin' needs 'listen' or 'tls_listen'");
     if (l && cfg_listen(ctx, l, &a->listen, &a->nlisten) < 0)
         return -1;
-    if (tl) {
-        struct listen_addr *t = NULL, *all;
-        size_t nt = 0;
-        if (cfg_listen(ctx, tl, &t, &nt) < 0)
-            return -1;
-        if (!(all = realloc(a->listen, (a->nlisten + nt) * sizeof *all))) {
-            free(t);
-            return cfg_error(ctx, tl, "out of memory");
-        }
-        for (size_t i = 0; i < nt; i++) {
-            if (t[i].family == AF_UNIX) {
-                free(t);
-                a->listen = all;
-                return cfg_error(ctx, tl,
-                                 "'tls_listen' takes TCP addresses (the Unix socket "
-                                 "is protected by its file mode)");
-            }
-            t[i].tls = 1;
-            all[a->nlisten + i] = t[i];
-        }
-        free(t);
-        a->listen = all;
-        a->nlisten += nt;
-        if (!tb)
-            return cfg_error(ctx, tl, "'tls_listen' needs a 'tls' block with the certificate");
-    }
+    size_t nplain = a->nlisten;
+    if (tl && cfg_listen_tls(ctx, tl, &a->listen, &a->nlisten) < 0)
+        return -1;
+    for (size_t i = nplain; i < a->nlisten; i++)
+        if (a->listen[i].family == AF_UNIX)
+            return cfg_error(ctx, tl,
+                             "'tls_listen' takes TCP addresses (the Unix socket is "
+                             "protected by its file mode)");
+    if (tl && !tb)
+        return cfg_error(ctx, tl, "'tls_listen' needs a 'tls' block with the certificate");
     if (tb && !tl)
         return cfg_error(ctx, tb, "'tls' has no listener: add 'tls_listen'");
     if (tb && cfg_tls(ctx, tb, "admin", NULL, &a->tls) < 0)

@@ -260,6 +260,27 @@ int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *l, struct listen_add
     return 0;
 }
 
+int cfg_listen_tls(struct cfg_ctx *ctx, const config_setting_t *setting, struct listen_addr **list,
+                   size_t *n)
+{
+    struct listen_addr *t = NULL, *all;
+    size_t nt = 0;
+    if (cfg_listen(ctx, setting, &t, &nt) < 0)
+        return -1;
+    if (!(all = realloc(*list, (*n + nt) * sizeof *all))) {
+        free(t);
+        return cfg_error(ctx, setting, "out of memory");
+    }
+    for (size_t i = 0; i < nt; i++) {
+        t[i].tls = 1;
+        all[*n + i] = t[i];
+    }
+    free(t);
+    *list = all;
+    *n += nt;
+    return 0;
+}
+
 static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_setting_t *block,
                          struct service *svc)
 {
@@ -283,25 +304,10 @@ static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_set
         return cfg_error(ctx, block, "service '%s' needs 'listen' or 'tls_listen'", svc->name);
     if (l && cfg_listen(ctx, l, &svc->listen, &svc->nlisten) < 0)
         return -1;
-    if (tl) {
-        struct listen_addr *t = NULL, *all;
-        size_t nt = 0;
-        if (cfg_listen(ctx, tl, &t, &nt) < 0)
-            return -1;
-        if (!(all = realloc(svc->listen, (svc->nlisten + nt) * sizeof *all))) {
-            free(t);
-            return cfg_error(ctx, tl, "out of memory");
-        }
-        for (size_t i = 0; i < nt; i++) {
-            t[i].tls = 1;
-            all[svc->nlisten + i] = t[i];
-        }
-        free(t);
-        svc->listen = all;
-        svc->nlisten += nt;
-        if (!tb)
-            return cfg_error(ctx, tl, "'tls_listen' needs a 'tls' block with the certificate");
-    }
+    if (tl && cfg_listen_tls(ctx, tl, &svc->listen, &svc->nlisten) < 0)
+        return -1;
+    if (tl && !tb)
+        return cfg_error(ctx, tl, "'tls_listen' needs a 'tls' block with the certificate");
     if (tb) {
         if (!tl && !(m->flags & MODULE_STARTTLS))
             return cfg_error(ctx, tb, "'tls' has no listener: add 'tls_listen'");

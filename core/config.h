@@ -82,6 +82,9 @@ int cfg_check_keys(struct cfg_ctx *ctx, const config_setting_t *group, const cha
  * forms); *out is allocated. */
 int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *setting, struct listen_addr **out,
                size_t *nout);
+/* A tls_listen setting: its addresses, marked tls, appended to *list. */
+int cfg_listen_tls(struct cfg_ctx *ctx, const config_setting_t *setting, struct listen_addr **list,
+                   size_t *n);
 int cfg_int(struct cfg_ctx *ctx, const config_setting_t *group, const char *key, long long min,
             long long max, long long *out);
 /* Seconds, integer or fractional, returned in milliseconds. */

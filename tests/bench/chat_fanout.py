@@ -8,7 +8,6 @@ usage: chat_fanout.py MEDUSAD [--clients N] [--messages M] [--workers W]
 import argparse
 import os
 import selectors
-import socket
 import sys
 import time
 

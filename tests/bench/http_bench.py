@@ -23,7 +23,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -96,8 +95,11 @@ http = ( { name = "bench"; listen = [ "127.0.0.1:%d" ];
     return Server(name, [binary, "-c", conf], port)
 
 
-def start_nginx(root, tmp):
+def start_nginx(root, tmp, tls=None):
+    """tls: (certificate, key) to serve HTTPS instead (tls_bench.py)."""
     port = free_port()
+    ssl = ("  ssl_protocols TLSv1.2 TLSv1.3;\n  ssl_session_tickets on;\n"
+           "  ssl_certificate %s;\n  ssl_certificate_key %s;\n" % tls if tls else "")
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write("""worker_processes 1;
@@ -119,18 +121,19 @@ http {
   default_type application/octet-stream;
   client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;
   uwsgi_temp_path %s; scgi_temp_path %s;
-  server { listen 127.0.0.1:%d; root %s; }
+%s  server { listen 127.0.0.1:%d%s; root %s; }
 }
-""" % ((tmp,) * 7 + (port, root)))
+""" % ((tmp,) * 7 + (ssl, port, " ssl" if tls else "", root)))
     srv = Server("nginx", ["nginx", "-c", conf, "-p", tmp], port)
     srv.pid_of = lambda: children_of(srv.proc.pid)[0]
     return srv
 
 
-def start_h2o(root, tmp):
+def start_h2o(root, tmp, tls=None):
     if not shutil.which("h2o"):
         return None
     port = free_port()
+    ssl = ("  ssl:\n    certificate-file: %s\n    key-file: %s\n" % tls if tls else "")
     conf = os.path.join(tmp, "h2o.conf")
     with open(conf, "w") as f:
         f.write("""num-threads: 1
@@ -139,12 +142,12 @@ http1-request-timeout: 300
 listen:
   host: 127.0.0.1
   port: %d
-hosts:
+%shosts:
   default:
     paths:
       /:
         file.dir: %s
-""" % (port, root))
+""" % (port, ssl, root))
     try:
         srv = Server("h2o", ["h2o", "-c", conf], port)
     except RuntimeError:
@@ -206,7 +209,6 @@ def idle_memory(srv, n):
             break
     time.sleep(0.5)
     after = rss_kib(pid)
-    ok = sum(1 for s in socks if s.fileno() >= 0)
     for s in socks:
         s.close()
     return before, after, done, errors

@@ -34,7 +34,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from http_bench import Server, children_of, cpu_seconds, free_port, print_table, rss_kib  # noqa: E402
+import http_bench  # noqa: E402
+from http_bench import Server, cpu_seconds, free_port, print_table, rss_kib  # noqa: E402
 
 SCENARIOS = [
     ("full", "handshakes/s"),
@@ -71,65 +72,11 @@ http = ( { name = "bench"; tls_listen = [ "127.0.0.1:%d" ];
 
 
 def start_nginx(root, tmp, cert, key):
-    port = free_port()
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write("""worker_processes 1;
-daemon off;
-master_process on;
-pid %s/nginx.pid;
-error_log %s/nginx.err;
-worker_rlimit_nofile 20000;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  open_file_cache max=1000 inactive=60s;
-  open_file_cache_valid 60s;
-  default_type application/octet-stream;
-  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;
-  uwsgi_temp_path %s; scgi_temp_path %s;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_tickets on;
-  server { listen 127.0.0.1:%d ssl; root %s;
-           ssl_certificate %s; ssl_certificate_key %s; }
-}
-""" % ((tmp,) * 7 + (port, root, cert, key)))
-    srv = Server("nginx", ["nginx", "-c", conf, "-p", tmp], port)
-    srv.pid_of = lambda: children_of(srv.proc.pid)[0]
-    return srv
+    return http_bench.start_nginx(root, tmp, tls=(cert, key))
 
 
 def start_h2o(root, tmp, cert, key):
-    if not shutil.which("h2o"):
-        return None
-    port = free_port()
-    conf = os.path.join(tmp, "h2o.conf")
-    with open(conf, "w") as f:
-        f.write("""num-threads: 1
-max-connections: 20000
-http1-request-timeout: 300
-listen:
-  host: 127.0.0.1
-  port: %d
-  ssl:
-    certificate-file: %s
-    key-file: %s
-hosts:
-  default:
-    paths:
-      /:
-        file.dir: %s
-""" % (port, cert, key, root))
-    try:
-        srv = Server("h2o", ["h2o", "-c", conf], port)
-    except RuntimeError:
-        return None
-    srv.pid_of = lambda: srv.proc.pid
-    return srv
+    return http_bench.start_h2o(root, tmp, tls=(cert, key))
 
 
 CLIENTS = 4
