@@ -101,6 +101,8 @@ static void session_free(struct admin_session *s)
     if (s->delay_ev)
         event_free(s->delay_ev);
     bufferevent_free(s->bev);
+    if (s->cfg)
+        config_unref(s->cfg);
     free(s);
 }
 
@@ -477,6 +479,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         s->tls_handshaking = 0;
         tls_count_done(ssl);
+        config_unref(s->cfg);
+        s->cfg = NULL;
         return;
     }
     if (s->tls_handshaking) {
@@ -545,21 +549,23 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         }
         /* The challenge goes out once the handshake is done: a TLS
          * bufferevent holds what is written until then. */
-        struct bufferevent *bev =
-            !s    ? NULL
-            : ssl ? bufferevent_openssl_socket_new(a->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                   BEV_OPT_CLOSE_ON_FREE)
-                  : bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        struct bufferevent *bev = !s ? NULL
+                                  : ssl
+                                      ? tls_bufferevent(a->base, fd, ssl)
+                                      : bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
         if (!bev) {
+            if (!s) /* (else the SSL went with the failed bufferevent) */
+                SSL_free(ssl);
             free(s);
-            SSL_free(ssl);
             close(fd);
             log_error(peer, "out of memory for an admin session");
             continue;
         }
         if (ssl) {
-            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
             s->tls_handshaking = 1;
+            /* until its handshake ends, the session holds the snapshot its
+             * certificate (and SNI's callback argument) belong to */
+            s->cfg = config_ref((struct config *)sup_config(a->sup));
         }
         s->a = a;
         s->bev = bev;

@@ -62,6 +62,7 @@ struct admin_session {
     enum module_level level; /* MODULE_ANYONE until authenticated */
     int is_tcp;
     int tls_handshaking; /* a TLS listener's session before its handshake ends */
+    struct config *cfg;  /* meanwhile, the snapshot of its certificate (a reference) */
     int skipping;        /* inside an over-long line */
     int closing;
     char challenge[65];

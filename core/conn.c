@@ -123,11 +123,10 @@ static struct conn *conn_setup(struct worker *w, const struct service *svc, int 
          * it ourselves could come first when a callback closes the
          * connection, and the number could be another thread's by then.
          * With TLS it frees the SSL too. */
-        c->bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                      BEV_OPT_CLOSE_ON_FREE)
+        c->bev = ssl ? tls_bufferevent(w->base, fd, ssl)
                      : bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-        if (c->bev && ssl) /* a client that just closes is an end, not an error */
-            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        if (!c->bev)
+            ssl = NULL; /* libevent freed it */
         if (!c->bev || (in && put_input(c->bev, in) < 0) ||
             (out && evbuffer_add_buffer(bufferevent_get_output(c->bev), out) < 0) ||
             !evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c) ||
@@ -214,14 +213,9 @@ int conn_starttls(struct conn *c)
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_setfd(c->bev, -1);
     bufferevent_free(c->bev);
-    c->bev = bufferevent_openssl_socket_new(c->w->base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        SSL_free(ssl);
-        return -1; /* conn_close closes the descriptor: c->bev is NULL */
-    }
+    if (!(c->bev = tls_bufferevent(c->w->base, c->fd, ssl)))
+        return -1; /* (the SSL with it) conn_close closes the descriptor: c->bev is NULL */
     c->ssl = ssl;
-    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
     if (!evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c) ||
         !evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c))
         return -1;

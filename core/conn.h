@@ -159,6 +159,8 @@ void conn_tls_accept(struct conn *c);
  * close, the handshake, the SSL (polite: with a close_notify) and what
  * waited are released. */
 int conn_tls_raw_setup(struct conn *c);
+/* worker.c: the thread ends (its batch buffer goes). */
+void conn_tls_thread_end(void);
 void conn_tls_release(struct conn *c, int polite);
 /* worker.c: takes a moved session (mv is consumed) and hands it to its
  * module's adopt(). */

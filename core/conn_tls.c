@@ -341,6 +341,8 @@ ssize_t conn_seal(struct conn *c, const void *buf, size_t len)
     if (r > 0)
         return r;
     log_debug(c->peer, "TLS write: %s", tls_error_text("error"));
+    g->len = 0; /* the connection ends: its records go nowhere */
+    g->owner = NULL;
     errno = EPROTO;
     return -1;
 }
@@ -391,9 +393,19 @@ int conn_unsent(const struct conn *c)
     return c->ssl && wait_idx >= 0 && wait_of(c) != NULL;
 }
 
+void conn_tls_thread_end(void)
+{
+    free(batch);
+    batch = NULL;
+}
+
 void conn_tls_release(struct conn *c, int polite)
 {
     pthread_once(&once, make_once);
+    if (batch && batch->owner == c) { /* (a struct at the same address later is another) */
+        batch->len = 0;
+        batch->owner = NULL;
+    }
     if (hs_idx >= 0 && hs_of(c))
         hs_end(c);
     struct tls_wait *tw = wait_idx >= 0 ? wait_of(c) : NULL;

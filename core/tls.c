@@ -18,6 +18,7 @@
 #include "core/stats.h"
 
 #include <errno.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -370,6 +371,53 @@ static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
     return rc;
 }
 
+/* Every session carries a random id of the full handshake it began with,
+ * in its tickets' application data, kept through resumptions and renewed
+ * tickets: so FTP can tell that a data connection resumed *its* control
+ * connection's session, not any session of the service (tls_same_origin). */
+static int ticket_gen_cb(SSL *s, void *arg)
+{
+    (void)arg;
+    SSL_SESSION *ss = SSL_get0_session(s);
+    void *d;
+    size_t l;
+    if (!ss)
+        return 0;
+    if (SSL_SESSION_get0_ticket_appdata(ss, &d, &l) == 1 && l == 16)
+        return 1;
+    unsigned char id[16];
+    return RAND_bytes(id, sizeof id) == 1 &&
+           SSL_SESSION_set1_ticket_appdata(ss, id, sizeof id) == 1;
+}
+
+/* What OpenSSL does without a callback. */
+static SSL_TICKET_RETURN ticket_dec_cb(SSL *s, SSL_SESSION *ss, const unsigned char *name,
+                                       size_t len, SSL_TICKET_STATUS status, void *arg)
+{
+    (void)s, (void)ss, (void)name, (void)len, (void)arg;
+    switch (status) {
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    case SSL_TICKET_SUCCESS:
+        return SSL_TICKET_RETURN_USE;
+    case SSL_TICKET_SUCCESS_RENEW:
+        return SSL_TICKET_RETURN_USE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
+int tls_same_origin(SSL *a, SSL *b)
+{
+    SSL_SESSION *sa = SSL_get0_session(a), *sb = SSL_get0_session(b);
+    void *da, *db;
+    size_t la, lb;
+    return sa && sb && SSL_SESSION_get0_ticket_appdata(sa, &da, &la) == 1 &&
+           SSL_SESSION_get0_ticket_appdata(sb, &db, &lb) == 1 && la == 16 && lb == 16 &&
+           memcmp(da, db, 16) == 0;
+}
+
 /* ---- contexts ---- */
 
 static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
@@ -389,9 +437,10 @@ static int name_match(const char *pattern, const char *name)
 {
     if (strcmp(pattern, "*") == 0)
         return 1;
-    if (pattern[0] == '*' && pattern[1] == '.') {
+    if (pattern[0] == '*' && pattern[1] == '.') {           /* one label, as RFC 6125 says */
         size_t pl = strlen(pattern) - 1, nl = strlen(name); /* ".example.com" */
-        return nl > pl && strcasecmp(name + nl - pl, pattern + 1) == 0;
+        return nl > pl && strcasecmp(name + nl - pl, pattern + 1) == 0 &&
+               !memchr(name, '.', nl - pl);
     }
     return strcasecmp(pattern, name) == 0;
 }
@@ -525,6 +574,7 @@ static SSL_CTX *make_ctx(struct cfg_ctx *ctx, const config_setting_t *block,
     /* sessions live in tickets only (any worker opens them) */
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(c, ticket_cb);
+    SSL_CTX_set_session_ticket_cb(c, ticket_gen_cb, ticket_dec_cb, NULL);
     SSL_CTX_set_timeout(c, 7200); /* a client's hint; a key opens tickets for 2-3 rotations */
     /* a ticket opens only under the service and certificate it was made for */
     unsigned char sid[32];
@@ -671,6 +721,16 @@ SSL *tls_new(const struct tls_service *ts, int fd, const char *peer)
     return ssl;
 }
 
+struct bufferevent *tls_bufferevent(struct event_base *base, int fd, SSL *ssl)
+{
+    SSL_clear_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 int tls_handshake(SSL *ssl, const char *peer, short *want)
 {
     ERR_clear_error();
@@ -711,7 +771,7 @@ static ssize_t io_result(SSL *ssl, int r, short *want, int reading)
         errno = EPIPE;
         return -1;
     case SSL_ERROR_SYSCALL:
-        if (!errno)
+        if (!errno || errno == EAGAIN) /* (not a retry: OpenSSL said so) */
             errno = EPIPE;
         return -1;
     default:

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct bufferevent;
 struct cfg_ctx;
 struct conn;
 struct event_base;
@@ -79,10 +80,18 @@ void tls_thread_keys(struct tls_keys *keys);
 /* A server-side SSL for fd from the service's default context, with the
  * accept state set; NULL (logged) on failure. */
 SSL *tls_new(const struct tls_service *ts, int fd, const char *peer);
+/* A TLS bufferevent for a server-side ssl on fd, accepting: it owns both
+ * (BEV_OPT_CLOSE_ON_FREE), EOF without close_notify is an end, not an
+ * error, and writes are never partial (libevent moves on to its next chunk
+ * after a partial SSL_write). NULL (ssl freed, fd open) on failure. */
+struct bufferevent *tls_bufferevent(struct event_base *base, int fd, SSL *ssl);
 /* A handshake step. 1: done (counted); 0: call again when *want
  * (EV_READ or EV_WRITE) is ready; -1: failed (counted, logged at info with
  * the peer). */
 int tls_handshake(SSL *ssl, const char *peer, short *want);
+/* Whether two connections' sessions began with the same full handshake
+ * (one resumed the other's, through any number of tickets). */
+int tls_same_origin(SSL *a, SSL *b);
 /* For handshakes driven elsewhere (bufferevents): count and log the end. */
 void tls_count_done(SSL *ssl);
 void tls_count_failed(SSL *ssl, const char *peer, const char *why);

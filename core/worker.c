@@ -906,6 +906,7 @@ static void *worker_main(void *arg)
     modules_dispose(w);
     bus_thread_fini();
     tls_thread_keys(NULL);
+    conn_tls_thread_end();
     log_debug(NULL, "worker stopped");
 out:
     if (w->resume_ev)

@@ -63,6 +63,7 @@ struct ftp_data {
     int lfd;            /* passive: listening socket until the client connects */
     int fd;             /* the data connection, once there */
     struct ssl_st *ssl; /* PROT P: the data connection's TLS */
+    int tls_closing;    /* sent all; its close_notify waits for the socket */
     struct event *ev;
     struct sockaddr_storage to; /* active: where to connect */
     socklen_t tolen;

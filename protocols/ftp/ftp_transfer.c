@@ -30,6 +30,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +82,9 @@ static void tls_cb(evutil_socket_t fd, short what, void *arg)
         }
         return;
     }
-    if (s->cfg->tls_reuse && !SSL_session_reused(d->ssl)) {
-        log_info(s->c->peer, "ftp: data connection did not resume the TLS session; refused");
+    if (s->cfg->tls_reuse && (!SSL_session_reused(d->ssl) || !tls_same_origin(d->ssl, s->c->ssl))) {
+        log_info(s->c->peer, "ftp: data connection did not resume the TLS session %s; refused",
+                 SSL_session_reused(d->ssl) ? "of its control connection" : "");
         ftp_xfer_end(s, 522,
                      "TLS session of the data connection must resume the control "
                      "connection's session.",
@@ -111,6 +113,8 @@ void ftp_transfer_start(struct ftp_session *s)
         ftp_xfer_end(s, 451, "Cannot start TLS on the data connection.", "TLS failure");
         return;
     }
+    /* an upload that ends without close_notify may be cut short: 426, not 226 */
+    SSL_clear_options(d->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tls_cb(d->fd, EV_READ, s);
 }
 
@@ -141,8 +145,20 @@ static ssize_t data_write(struct ftp_data *d, const void *buf, size_t len)
     return d->ssl ? tls_write(d->ssl, buf, len, &want) : send(d->fd, buf, len, MSG_NOSIGNAL);
 }
 
+/* Everything is sent; over TLS the close_notify must go too (it tells the
+ * client the data is whole): if the socket is full, the next wake-up
+ * tries again. */
 static void send_done(struct ftp_session *s)
 {
+    struct ftp_data *d = s->data;
+    if (d->ssl) {
+        ERR_clear_error();
+        int r = SSL_shutdown(d->ssl);
+        if (r < 0 && SSL_get_error(d->ssl, r) == SSL_ERROR_WANT_WRITE) {
+            d->tls_closing = 1;
+            return;
+        }
+    }
     ftp_xfer_end(s, 226, "Transfer complete.", NULL);
 }
 
@@ -466,6 +482,10 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         log_info(s->c->peer, "ftp: data connection idle for %u s", s->cfg->data_ms / 1000);
         ftp_xfer_end(s, 426, "Data connection timed out; transfer aborted.", "data timeout");
+        return;
+    }
+    if (s->data->tls_closing) {
+        send_done(s);
         return;
     }
     switch (s->data->kind) {

@@ -146,8 +146,15 @@ static void on_head(struct http_conn *hc, struct http_req *r)
             /* The socket is idle while we read a request, so this small
              * write does not block in practice; if it does not go out
              * whole, the client would wait forever: close. */
-            short want;
-            ssize_t w = conn_write(hc->c, cont, sizeof cont - 1, &want);
+            ssize_t w;
+            if (hc->tls) { /* sealed with the batch: a rest waits for the response's turn */
+                w = conn_seal(hc->c, cont, sizeof cont - 1);
+                if (w == (ssize_t)sizeof cont - 1 && conn_flush(hc->c) < 0 && errno != EAGAIN)
+                    w = -1;
+            } else {
+                short want;
+                w = conn_write(hc->c, cont, sizeof cont - 1, &want);
+            }
             if (w != (ssize_t)sizeof cont - 1) {
                 http_req_abort_body(r);
                 r->close_after = 1;

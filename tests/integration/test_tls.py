@@ -93,8 +93,10 @@ def test_https_with_curl_and_sni_picks_each_virtual_host_certificate():
                                  "%s:%d:127.0.0.1" % (host, tport), "https://%s:%d/" % (host, tport))
             assert st == 200 and got == body, (host, st, got)
             assert served_cert(tport, host) == fingerprint(os.path.join(d, cert))
-        # a name nobody has: the listener's default certificate
+        # a name nobody has: the listener's default certificate; a wildcard
+        # covers one label only (RFC 6125)
         assert served_cert(tport, "nobody.test") == fingerprint(os.path.join(d, "cert.pem"))
+        assert served_cert(tport, "x.y.b.test") == fingerprint(os.path.join(d, "cert.pem"))
         assert served_cert(tport, None) == fingerprint(os.path.join(d, "cert.pem"))
         # the wrong CA fails verification
         st, _, _, err = curl("--cacert", os.path.join(d, "a.pem"), "https://localhost:%d/" % tport,
@@ -592,6 +594,48 @@ def test_ftps_explicit_and_implicit_with_curl_lftp_and_ftplib():
             assert str(e).startswith("522"), e
         f.quit()
         s.wait_log("did not resume the TLS session")
+        # a data connection that resumes another control connection's
+        # session (say, the attacker's own, from behind the same NAT): 522
+        a = ReusingFTP_TLS(context=ctx)
+        a.connect("localhost", port, timeout=20)
+        a.auth()
+        a.login()
+        a.prot_p()
+        a.nlst()  # its session now has its tickets
+        b = ReusingFTP_TLS(context=ctx)
+        b.connect("localhost", port, timeout=20)
+        b.auth()
+        b.login()
+        b.prot_p()
+        conn, _ = ftplib.FTP.ntransfercmd(b, "NLST")  # b's data connection resumes a's session
+        try:
+            b.context.wrap_socket(conn, server_hostname="localhost", session=a.sock.session)
+        except (ssl.SSLError, OSError):
+            pass
+        try:
+            b.voidresp()
+            assert False, "a data connection with another session was accepted"
+        except ftplib.error_perm as e:
+            assert str(e).startswith("522"), e
+        s.wait_log("of its control connection")
+        a.quit()
+        b.quit()
+        # an upload cut short (no close_notify on its data connection): 426
+        f = ReusingFTP_TLS(context=ctx)
+        f.connect("localhost", port, timeout=20)
+        f.auth()
+        f.login()
+        f.prot_p()
+        conn = f.transfercmd("STOR up/cut.bin")
+        conn.sendall(b"x" * 100000)
+        socket.socket(fileno=conn.detach()).close()  # TCP's end, without TLS's close_notify
+        try:
+            f.voidresp()
+            assert False, "an upload cut short was accepted"
+        except ftplib.error_temp as e:
+            assert str(e).startswith("426"), e
+        assert not os.path.exists(os.path.join(d, "ftp", "up", "cut.bin"))
+        f.quit()
         st = s.ctl_json("stats")["tls"]
         assert st["resumed"] >= 4 and st["handshakes"] >= 10, st
     finally:

@@ -45,8 +45,8 @@ static void https_location(struct http_req *r, const struct redirect_conf *rc, s
             hl = sizeof addr - 1;
         memcpy(addr, host->p, hl);
     } else {
-        http_origin(r, addr, sizeof addr); /* "http://ip:port" */
-        char *a = addr + sizeof "http://" - 1, *colon = strrchr(a, ':');
+        http_origin(r, addr, sizeof addr); /* "http://ip:port" or "https://..." */
+        char *a = strstr(addr, "://") ? strstr(addr, "://") + 3 : addr, *colon = strrchr(a, ':');
         hl = (size_t)((colon && colon > a ? colon : a + strlen(a)) - a);
         memmove(addr, a, hl);
     }
