@@ -411,8 +411,8 @@ static __attribute__((noinline)) ssize_t tls_send_file(struct http_conn *hc, str
     if (BIO_get_ktls_send(SSL_get_wbio(ssl))) {
         ERR_clear_error();
         ssize_t n = SSL_sendfile(ssl, r->file_fd, r->file_off, want, 0);
-        if (n < 0 && SSL_get_error(ssl, (int)n) == SSL_ERROR_WANT_WRITE)
-            errno = EAGAIN;
+        if (n < 0)
+            errno = SSL_get_error(ssl, (int)n) == SSL_ERROR_WANT_WRITE ? EAGAIN : EPROTO;
         if (n > 0)
             r->file_off += n;
         return n;
