@@ -114,8 +114,9 @@ struct module {
      * down; a module with adopt() moves the session to another worker with
      * conn_move() (now, or as soon as the session is between two
      * exchanges), and any other finishes within grace_ms and tells its
-     * client the truth. !move: the whole server stops: tell the client and
-     * finish within grace_ms. Either way the core closes what is left when
+     * client the truth. !move: the whole server stops, or (w->leaving) the
+     * session cannot move (a TLS bufferevent, conn_movable): tell the
+     * client which and finish within grace_ms. Either way the core closes what is left when
      * grace_ms ends. */
     void (*drain)(void *state, struct conn *c, unsigned grace_ms, int move);
     /* A session moved here from another worker: c is set up as accept()'s

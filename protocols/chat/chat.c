@@ -699,7 +699,13 @@ static void chat_drain(void *state, struct conn *c, unsigned grace_ms, int move)
         return;
     if (!move) {
         u->moving = 0;
-        sendf(u, "* the server is shutting down in %u s\r\n", (grace_ms + 999) / 1000);
+        if (c->w->leaving) /* (a TLS session: it cannot move) */
+            sendf(u,
+                  "* this worker is leaving and a TLS session cannot move: closing in %u s; "
+                  "please reconnect\r\n",
+                  (grace_ms + 999) / 1000);
+        else
+            sendf(u, "* the server is shutting down in %u s\r\n", (grace_ms + 999) / 1000);
     } else if (u->state == U_JOINING) {
         u->moving = 1; /* once the supervisor has answered */
     } else {

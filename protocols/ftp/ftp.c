@@ -350,7 +350,10 @@ static void ftp_settle(struct ftp_session *s)
         return;
     if (s->stopping) {
         ftp_data_close(s, "the server stopped");
-        ftp_reply(s, 421, "Service not available: the server is shutting down.");
+        ftp_reply(s, 421, "Service not available: %s.",
+                  c->w->leaving ? "this worker is leaving, and a TLS session cannot move to "
+                                  "another: please reconnect"
+                                : "the server is shutting down");
         conn_close_after_flush(c, 2000);
         return;
     }
@@ -508,8 +511,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     if (busy(s)) {
         ftp_count(s, FTP_ABORTED, 1);
         ftp_data_close(s, "the worker is leaving");
-        ftp_reply(s, 426, "Transfer aborted: the server is %s.",
-                  s->stopping ? "shutting down" : "moving this session to another worker");
+        ftp_reply(s, 426, "Transfer aborted: %s.",
+                  !s->stopping       ? "the server is moving this session to another worker"
+                  : s->c->w->leaving ? "this worker is leaving (a TLS session cannot move)"
+                                     : "the server is shutting down");
         ftp_quit_if_pending(s);
     } else if (s->data) {
         ftp_data_close(s, NULL);

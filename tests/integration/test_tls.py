@@ -513,6 +513,53 @@ def test_echo_and_chat_over_tls():
         s.stop()
 
 
+def test_tls_chat_sessions_are_told_when_their_worker_leaves():
+    """A TLS session on a bufferevent cannot move between workers: when the
+    server scales down, its users hear why, and it ends within the grace."""
+    d = temp_dir()
+    make_cert(d, "cert", "localhost")
+    cport = free_port()
+    conf = ('grace_period = 2;\n'
+            'chat = ( { name = "chat"; tls_listen = [ "127.0.0.1:%d" ];'
+            ' tls = { certificate = "cert.pem"; key = "cert.key"; }; } );\n' % cport)
+    s = Server(conf, dir=d, workers=2, admin=True)
+    try:
+        ctx = client_ctx(os.path.join(d, "cert.pem"))
+        users = []
+        for i in range(12):
+            t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", cport), timeout=10),
+                                server_hostname="localhost")
+            t.sendall(b"u%d\r\n" % i)
+            users.append(t)
+        wait_for(lambda: len([c for c in s.ctl_json("conns") if c["service"] == "chat"]) == 12,
+                 10, "12 chat users")
+        on2 = {int(c["peer"].rsplit(":", 1)[1]) for c in s.ctl_json("conns") if c["worker"] == 2}
+        assert on2, "no user on worker 2"
+        s.ctl("workers", "set", "1")
+        heard = 0
+        for t in users:
+            if t.getsockname()[1] not in on2:
+                continue
+            t.settimeout(10)
+            got = b""
+            try:
+                while b"worker is leaving" not in got:
+                    chunk = t.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except (socket.timeout, ssl.SSLError):
+                pass
+            heard += b"worker is leaving" in got
+        assert heard == len(on2), (heard, len(on2))
+        s.wait_workers_settled()
+        assert {c["worker"] for c in s.ctl_json("conns")} <= {1}
+        for t in users:
+            t.close()
+    finally:
+        s.stop()
+
+
 def ftps_conf(d, port, tport, extra=""):
     os.makedirs(os.path.join(d, "ftp", "up"), exist_ok=True)
     return ('ftp = ( { name = "files"; listen = [ "127.0.0.1:%d" ]; tls_listen = [ "127.0.0.1:%d" ];'
