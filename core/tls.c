@@ -207,7 +207,7 @@ void tls_stats(enum module_stats_format fmt, struct sbuf *sb)
     if (fmt == MODULE_STATS_JSON) {
         sb_addf(sb,
                 "{\"handshakes\":%llu,\"resumed\":%llu,\"handshake_failures\":%llu,"
-                "\"tls1_2\":%llu,\"tls1_3\":%llu,\"ktls\":\"",
+                "\"tlsv1.2\":%llu,\"tlsv1.3\":%llu,\"ktls\":\"",
                 (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
                 (unsigned long long)v[3], (unsigned long long)v[4]);
         sb_add_json(sb, ktls_why);
@@ -215,7 +215,7 @@ void tls_stats(enum module_stats_format fmt, struct sbuf *sb)
         return;
     }
     sb_addf(sb,
-            "tls: handshakes %llu, resumed %llu, handshake_failures %llu, tls1_2 %llu, tls1_3 "
+            "tls: handshakes %llu, resumed %llu, handshake_failures %llu, TLSv1.2 %llu, TLSv1.3 "
             "%llu; kernel TLS %s\n",
             (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
             (unsigned long long)v[3], (unsigned long long)v[4], ktls_why);

@@ -164,7 +164,10 @@ def test_sessions_resume_on_every_worker_with_tickets():
     d = temp_dir()
     make_cert(d, "cert", "localhost")
     port, tport = free_port(), free_port()
-    s = Server(https_conf(port, tport, d), dir=d, workers=2, admin=True)
+    site(d)
+    vh = ('{ names = [ "*" ]; handlers = ( { type = "status"; path = "/status"; },'
+          ' { type = "static"; path = "/"; root = "www"; } ); }')
+    s = Server(https_conf(port, tport, d, vhosts=vh), dir=d, workers=2, admin=True)
     try:
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             ctx = client_ctx(os.path.join(d, "cert.pem"), maximum_version=version)
@@ -186,7 +189,11 @@ def test_sessions_resume_on_every_worker_with_tickets():
             for t in held:
                 t.close()
         st = s.ctl_json("stats")["tls"]
-        assert st["resumed"] >= 24 and st["tls1_2"] >= 13 and st["tls1_3"] >= 13, st
+        page = curl("--cacert", os.path.join(d, "cert.pem"), "https://localhost:%d/status" % tport)[2]
+        assert b"<h2>tls</h2>" in page and b"<th>tlsv1.3</th>" in page and b"kernel" in page
+        metrics = curl("--cacert", os.path.join(d, "cert.pem"), "https://localhost:%d/metrics" % tport)[2]
+        assert b'medusa_tls_protocol_handshakes_total{version="TLSv1.3"}' in metrics
+        assert st["resumed"] >= 24 and st["tlsv1.2"] >= 13 and st["tlsv1.3"] >= 13, st
         # openssl s_client, a session file across processes
         sess = os.path.join(d, "sess.pem")
         s_client(tport, "-tls1_3", "-ign_eof", "-sess_out", sess, data=b"GET / HTTP/1.0\r\n\r\n")

@@ -304,8 +304,9 @@ static void prom_page(const struct config *cfg, struct sbuf *sb)
 
 /* The page: HTML or Prometheus text. (JSON is every module's figures:
  * stats_report.) */
-/* A module's flat JSON object ({"name":number,...}) as a one-row table;
- * byte counts in human units. Anything else is shown as it is. */
+/* A module's flat JSON object ({"name":number or "text",...}) as a
+ * one-row table; byte counts in human units. Anything else is shown as it
+ * is. */
 static void module_table(struct sbuf *sb, const char *js, size_t len)
 {
     struct sbuf head = {0}, row = {0};
@@ -319,6 +320,24 @@ static void module_table(struct sbuf *sb, const char *js, size_t len)
         if (!q || q + 1 >= end || q[1] != ':') {
             ok = 0;
             break;
+        }
+        if (q[2] == '"') { /* a string (TLS's "ktls"): shown as it is */
+            const char *v = q + 3, *e = v;
+            while (e < end && *e != '"')
+                e += *e == '\\' ? 2 : 1;
+            if (e >= end) {
+                ok = 0;
+                break;
+            }
+            sb_adds(&head, "<th>");
+            for (const char *c = k; c < q; c++)
+                sb_add(&head, *c == '_' ? " " : c, 1);
+            sb_adds(&head, "</th>");
+            sb_adds(&row, "<td class=\"l\">");
+            sb_add_html(&row, v, (size_t)(e - v));
+            sb_adds(&row, "</td>");
+            p = e + 1;
+            continue;
         }
         unsigned long long v = strtoull(q + 2, &num_end, 10);
         if (num_end == q + 2) {
@@ -428,6 +447,12 @@ static void build(enum status_format fmt, const struct config *cfg, struct sbuf 
     servers(fmt, cfg, sb);
     sb_adds(sb, "</table>\n");
     px_stats(cfg, PXF_HTML, sb); /* the proxy's upstreams, when there are */
+    /* TLS handshakes, every service's and the console's together */
+    struct sbuf tj = {0};
+    tls_stats(MODULE_STATS_JSON, &tj);
+    sb_adds(sb, "<h2>tls</h2>");
+    module_table(sb, tj.p ? tj.p : "", tj.len);
+    sb_free(&tj);
     /* The other modules: a table of each one's figures (its JSON object). */
     for (unsigned i = 1; i <= module_count(); i++) {
         const struct module *m = module_at(i);
