@@ -180,6 +180,22 @@ void http_refuse(struct http_conn *hc, int status)
     http_start_write(hc);
 }
 
+/* RFC 9112 §2.2: a CR without its LF in the head is refused. llhttp
+ * refuses it in a request line, a name or a value, but takes one that is
+ * a whole empty value ("X: \r\r\n") or that comes before the head's end
+ * ("\r\r\n"): and then the head does not end in CRLF CRLF where llhttp
+ * stops, so only such a head is searched. */
+static __attribute__((noinline)) int bare_cr(const char *p, size_t n)
+{
+    const char *end = p + n;
+    while ((p = memchr(p, '\r', (size_t)(end - p)))) {
+        if (p + 1 == end || p[1] != '\n')
+            return 1;
+        p += 2;
+    }
+    return 0;
+}
+
 void http_process(struct http_conn *hc)
 {
     struct http_req *r = hc->req;
@@ -231,6 +247,12 @@ void http_process(struct http_conn *hc)
             continue;
         }
         if (hc->state != HC_BODY) { /* end of the head */
+            if (__builtin_expect(pos < 4 || memcmp(r->buf + pos - 4, "\r\n\r\n", 4) != 0, 0) &&
+                bare_cr(r->buf, pos)) {
+                log_info(hc->c->peer, "a CR without its LF in the request head; refused");
+                http_refuse(hc, 400);
+                return;
+            }
             r->head_end = pos;
             http_set_state(hc, HC_BODY);
             on_head(hc, r);

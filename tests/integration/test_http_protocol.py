@@ -233,6 +233,10 @@ def test_smuggling_and_malformed_requests_get_400_and_close(env):
         "bad version": b"GET /a.txt HTTP/9.9\r\nHost: x\r\n\r\n",
         "bad method": b"G@T /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
         "CR in value": b"GET /a.txt HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+        "CR as an empty value": b"GET /a.txt HTTP/1.1\r\nHost: x\r\nX: \r\r\n\r\n",
+        "CR as an empty value, no space": b"GET /a.txt HTTP/1.1\r\nHost: x\r\nX:\r\r\n\r\n",
+        "CR before the end": b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\r\n",
+        "CR in the request line": b"GET /a.txt\r HTTP/1.1\r\nHost: x\r\n\r\n",
     }
     for what, data in vectors.items():
         c = RawHTTP(port)
