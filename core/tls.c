@@ -150,7 +150,7 @@ void tls_thread_init(int slot)
     my_counters = &counters[slot];
 }
 
-static void count_done(SSL *ssl)
+void tls_count_done(SSL *ssl)
 {
     if (!my_counters)
         return;
@@ -161,11 +161,6 @@ static void count_done(SSL *ssl)
         stat_add(&my_counters->v13, 1);
     else
         stat_add(&my_counters->v12, 1);
-}
-
-void tls_count_done(SSL *ssl)
-{
-    count_done(ssl);
 }
 
 void tls_count_failed(SSL *ssl, const char *peer, const char *why)
@@ -736,7 +731,7 @@ int tls_handshake(SSL *ssl, const char *peer, short *want)
     ERR_clear_error();
     int r = SSL_do_handshake(ssl);
     if (r == 1) {
-        count_done(ssl);
+        tls_count_done(ssl);
         return 1;
     }
     int e = SSL_get_error(ssl, r);

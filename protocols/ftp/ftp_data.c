@@ -139,11 +139,7 @@ void ftp_data_close(struct ftp_session *s, const char *why)
         event_free(d->ev);
     if (d->lfd >= 0)
         close(d->lfd);
-    if (d->ssl) {
-        if (!why && SSL_is_init_finished(d->ssl)) /* the end of the data, said in TLS */
-            SSL_shutdown(d->ssl);
-        SSL_free(d->ssl);
-    }
+    SSL_free(d->ssl); /* (a transfer's close_notify went in send_done) */
     if (d->fd >= 0)
         close(d->fd);
     if (d->file_fd >= 0)

@@ -321,26 +321,17 @@ static void module_table(struct sbuf *sb, const char *js, size_t len)
             ok = 0;
             break;
         }
-        if (q[2] == '"') { /* a string (TLS's "ktls"): shown as it is */
-            const char *v = q + 3, *e = v;
+        int text = q[2] == '"'; /* a string (TLS's "ktls"): shown as it is */
+        const char *v = q + 3, *e = v;
+        unsigned long long n = 0;
+        if (text) {
             while (e < end && *e != '"')
                 e += *e == '\\' ? 2 : 1;
-            if (e >= end) {
-                ok = 0;
-                break;
-            }
-            sb_adds(&head, "<th>");
-            for (const char *c = k; c < q; c++)
-                sb_add(&head, *c == '_' ? " " : c, 1);
-            sb_adds(&head, "</th>");
-            sb_adds(&row, "<td class=\"l\">");
-            sb_add_html(&row, v, (size_t)(e - v));
-            sb_adds(&row, "</td>");
-            p = e + 1;
-            continue;
+        } else {
+            n = strtoull(q + 2, &num_end, 10);
+            e = num_end == q + 2 ? end : num_end;
         }
-        unsigned long long v = strtoull(q + 2, &num_end, 10);
-        if (num_end == q + 2) {
+        if (e >= end) {
             ok = 0;
             break;
         }
@@ -348,11 +339,18 @@ static void module_table(struct sbuf *sb, const char *js, size_t len)
         for (const char *c = k; c < q; c++)
             sb_add(&head, *c == '_' ? " " : c, 1);
         sb_adds(&head, "</th>");
-        if (q - k >= 5 && (memcmp(k, "bytes", 5) == 0 || memcmp(q - 5, "bytes", 5) == 0))
-            td_bytes(&row, v);
-        else
-            sb_addf(&row, "<td>%llu</td>", v);
-        p = num_end;
+        if (text) {
+            sb_adds(&row, "<td class=\"l\">");
+            sb_add_html(&row, v, (size_t)(e - v));
+            sb_adds(&row, "</td>");
+            p = e + 1;
+        } else {
+            if (q - k >= 5 && (memcmp(k, "bytes", 5) == 0 || memcmp(q - 5, "bytes", 5) == 0))
+                td_bytes(&row, n);
+            else
+                sb_addf(&row, "<td>%llu</td>", n);
+            p = e;
+        }
     }
     if (ok && head.len) {
         sb_adds(sb, "<table><tr>");
