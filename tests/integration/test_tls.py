@@ -587,6 +587,16 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):
         return conn, size
 
 
+def ftps_session(cls, ctx, port):
+    """An explicit FTPS session, logged in anonymously, data in TLS."""
+    f = cls(context=ctx)
+    f.connect("localhost", port, timeout=20)
+    f.auth()
+    f.login()
+    f.prot_p()
+    return f
+
+
 def test_ftps_explicit_and_implicit_with_curl_lftp_and_ftplib():
     d = temp_dir()
     make_cert(d, "cert", "localhost")
@@ -625,22 +635,14 @@ def test_ftps_explicit_and_implicit_with_curl_lftp_and_ftplib():
         assert open(os.path.join(d, "ftp", "up", "l.bin"), "rb").read() == open(cafile, "rb").read()
         # ftplib resuming the session on its data connections
         ctx = client_ctx(cafile)
-        f = ReusingFTP_TLS(context=ctx)
-        f.connect("localhost", port, timeout=20)
-        f.auth()
-        f.login()
-        f.prot_p()
+        f = ftps_session(ReusingFTP_TLS, ctx, port)
         got = []
         f.retrbinary("RETR big.bin", got.append)
         assert b"".join(got) == big
         assert "big.bin" in f.nlst()
         f.quit()
         # stock ftplib does not resume: its data connection is refused (522)
-        f = ftplib.FTP_TLS(context=ctx)
-        f.connect("localhost", port, timeout=20)
-        f.auth()
-        f.login()
-        f.prot_p()
+        f = ftps_session(ftplib.FTP_TLS, ctx, port)
         try:
             f.retrbinary("RETR big.bin", lambda b: None)
             assert False, "a data connection without session reuse was accepted"
@@ -650,17 +652,9 @@ def test_ftps_explicit_and_implicit_with_curl_lftp_and_ftplib():
         s.wait_log("did not resume the TLS session")
         # a data connection that resumes another control connection's
         # session (say, the attacker's own, from behind the same NAT): 522
-        a = ReusingFTP_TLS(context=ctx)
-        a.connect("localhost", port, timeout=20)
-        a.auth()
-        a.login()
-        a.prot_p()
+        a = ftps_session(ReusingFTP_TLS, ctx, port)
         a.nlst()  # its session now has its tickets
-        b = ReusingFTP_TLS(context=ctx)
-        b.connect("localhost", port, timeout=20)
-        b.auth()
-        b.login()
-        b.prot_p()
+        b = ftps_session(ReusingFTP_TLS, ctx, port)
         conn, _ = ftplib.FTP.ntransfercmd(b, "NLST")  # b's data connection resumes a's session
         try:
             b.context.wrap_socket(conn, server_hostname="localhost", session=a.sock.session)
@@ -675,11 +669,7 @@ def test_ftps_explicit_and_implicit_with_curl_lftp_and_ftplib():
         a.quit()
         b.quit()
         # an upload cut short (no close_notify on its data connection): 426
-        f = ReusingFTP_TLS(context=ctx)
-        f.connect("localhost", port, timeout=20)
-        f.auth()
-        f.login()
-        f.prot_p()
+        f = ftps_session(ReusingFTP_TLS, ctx, port)
         conn = f.transfercmd("STOR up/cut.bin")
         conn.sendall(b"x" * 100000)
         socket.socket(fileno=conn.detach()).close()  # TCP's end, without TLS's close_notify
