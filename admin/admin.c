@@ -114,8 +114,9 @@ static int default_listener(struct cfg_ctx *ctx, const config_setting_t *root,
 static int admin_parse_section(struct cfg_ctx *ctx, const config_setting_t *g,
                                const struct config *c, void **out)
 {
-    static const char *const keys[] = {"listen",          "tls_listen",   "tls", "secret",
-                                       "operator_secret", "max_sessions", NULL};
+    static const char *const keys[] = {
+        "listen",       "tls_listen",       "tls", "secret", "operator_secret",
+        "max_sessions", "max_conns_per_ip", NULL};
     struct admin_config *a = calloc(1, sizeof *a);
     if (!a)
         return cfg_error(ctx, g, "out of memory");
@@ -148,12 +149,14 @@ static int admin_parse_section(struct cfg_ctx *ctx, const config_setting_t *g,
         return -1;
     if (!l)
         l = tl; /* for the messages below */
-    long long maxs = 16;
+    long long maxs = 16, per_ip = 0;
     if (cfg_int(ctx, g, "max_sessions", 1, 1000, &maxs) < 0 ||
+        cfg_int(ctx, g, "max_conns_per_ip", 0, 1000, &per_ip) < 0 ||
         secret_key(ctx, g, "secret", &a->secret_path, &a->secret) < 0 ||
         secret_key(ctx, g, "operator_secret", &a->operator_secret_path, &a->operator_secret) < 0)
         return -1;
     a->max_sessions = (unsigned)maxs;
+    a->max_conns_per_ip = (unsigned)per_ip;
     int tcp = 0;
     for (size_t i = 0; i < a->nlisten; i++) {
         tcp |= a->listen[i].family != AF_UNIX;

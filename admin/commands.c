@@ -68,21 +68,23 @@ static void cmd_info(struct admin_session *s, int argc, char **argv)
         sb_addf(&sb,
                 ",\"workers\":%d,\"workers_in_file\":%d,\"connections_accepted\":%llu,"
                 "\"connections_active\":%llu,"
-                "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu}\n",
+                "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu,"
+                "\"refused\":%llu}\n",
                 live, sup_config(s->a->sup)->workers, (unsigned long long)t.accepted,
                 (unsigned long long)t.active, (unsigned long long)t.requests,
                 (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out,
-                (unsigned long long)t.errors);
+                (unsigned long long)t.errors, (unsigned long long)t.refused);
     } else {
         sb_addf(&sb,
                 "version      %s\npid          %d\nuptime       %lld s\nconfig       %s\n"
                 "workers      %d (the file says %d)\naccepted     %llu\nactive       %llu\n"
-                "requests     %llu\nbytes in     %llu\nbytes out    %llu\nerrors       %llu\n",
+                "requests     %llu\nbytes in     %llu\nbytes out    %llu\nerrors       %llu\n"
+                "refused      %llu\n",
                 MEDUSA_VERSION, (int)getpid(), uptime, sup_config_path(s->a->sup), live,
                 sup_config(s->a->sup)->workers, (unsigned long long)t.accepted,
                 (unsigned long long)t.active, (unsigned long long)t.requests,
                 (unsigned long long)t.bytes_in, (unsigned long long)t.bytes_out,
-                (unsigned long long)t.errors);
+                (unsigned long long)t.errors, (unsigned long long)t.refused);
     }
     admin_send_sb(s, 200, &sb);
 }

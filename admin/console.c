@@ -21,6 +21,7 @@
 #include "admin/console_impl.h"
 #include "core/bus.h"
 #include "core/config.h"
+#include "core/iplimit.h"
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/sbuf.h"
@@ -93,6 +94,7 @@ static void session_free(struct admin_session *s)
     struct admin *a = s->a;
     list_remove(&s->node);
     a->nsessions--;
+    iplimit_release(s->ip_slot);
     if (s->query) {
         event_free(s->query->timeout);
         sb_free(&s->query->sb);
@@ -570,6 +572,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         s->a = a;
         s->bev = bev;
         s->is_tcp = !l->is_unix;
+        s->ip_slot = -1;
         snprintf(s->peer, sizeof s->peer, "%s", peer);
         list_insert_head(&a->sessions, &s->node);
         a->nsessions++;
@@ -583,6 +586,18 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             admin_replyf(s, 500, "too many admin sessions (at most %u)\n", a->max_sessions);
             admin_close_after_write(s);
             continue;
+        }
+        if (s->is_tcp && a->max_conns_per_ip) {
+            char host[64];
+            iplimit_host(peer, host, sizeof host);
+            if ((s->ip_slot = iplimit_acquire("admin", host, a->max_conns_per_ip)) < 0) {
+                log_warn(peer, "admin session refused: %u sessions from this address already",
+                         a->max_conns_per_ip);
+                admin_replyf(s, 500, "too many admin sessions from your address (at most %u)\n",
+                             a->max_conns_per_ip);
+                admin_close_after_write(s);
+                continue;
+            }
         }
         bufferevent_enable(bev, EV_READ | EV_WRITE);
         if (s->is_tcp) {
@@ -619,6 +634,7 @@ static int set_secrets(struct admin *a, const struct admin_config *ac)
 {
     forget_secrets(a);
     a->max_sessions = ac->max_sessions;
+    a->max_conns_per_ip = ac->max_conns_per_ip;
     if ((ac->secret && !(a->secret = strdup(ac->secret))) ||
         (ac->operator_secret && !(a->operator_secret = strdup(ac->operator_secret)))) {
         forget_secrets(a);

@@ -31,7 +31,8 @@ struct admin_config {
     char *secret_path, *operator_secret_path;
     char *secret, *operator_secret; /* contents; NULL when not configured */
     unsigned max_sessions;
-    struct tls_service *tls; /* for tls_listen addresses (listen[i].tls) */
+    unsigned max_conns_per_ip; /* TCP sessions per client address; 0: no cap */
+    struct tls_service *tls;   /* for tls_listen addresses (listen[i].tls) */
 };
 
 /* Messages between the console and the workers (msg.module is the
@@ -69,6 +70,7 @@ struct admin_session {
     char peer[LISTEN_TEXT_MAX];
     struct event *delay_ev;
     struct admin_query *query; /* waiting for workers: no more lines are read */
+    int ip_slot;               /* counted against max_conns_per_ip, or -1 */
 };
 
 /* A question to workers, answered when every one has replied (or after
@@ -91,7 +93,7 @@ struct admin {
     struct admin_listener *listeners;
     struct list sessions; /* struct admin_session */
     unsigned nsessions;
-    unsigned max_sessions;
+    unsigned max_sessions, max_conns_per_ip;
     char *secret, *operator_secret;
     const struct tls_service *tls; /* the running configuration's, for new sessions */
     unsigned long auth_failures;

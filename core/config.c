@@ -284,7 +284,8 @@ int cfg_listen_tls(struct cfg_ctx *ctx, const config_setting_t *setting, struct 
 static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_setting_t *block,
                          struct service *svc)
 {
-    static const char *const common[] = {"name", "listen", "tls_listen", "tls", NULL};
+    static const char *const common[] = {"name", "listen",           "tls_listen",
+                                         "tls",  "max_conns_per_ip", NULL};
     svc->module = m;
     char what[64];
     snprintf(what, sizeof what, "a %s service", m->name);
@@ -297,6 +298,10 @@ static int parse_service(struct cfg_ctx *ctx, const struct module *m, config_set
         return cfg_error(ctx, block, "every %s service needs a non-empty 'name'", m->name);
     if (!(svc->name = strdup(name)))
         return cfg_error(ctx, block, "out of memory");
+    long long per_ip = 0;
+    if (cfg_int(ctx, block, "max_conns_per_ip", 0, 1000000, &per_ip) < 0)
+        return -1;
+    svc->max_conns_per_ip = (unsigned)per_ip;
     config_setting_t *l = config_setting_get_member(block, "listen"),
                      *tl = config_setting_get_member(block, "tls_listen"),
                      *tb = config_setting_get_member(block, "tls");

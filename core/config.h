@@ -27,8 +27,9 @@ struct service {
     char *name;
     struct listen_addr *listen; /* `listen`, then `tls_listen` (tls set) */
     size_t nlisten;
-    struct tls_service *tls; /* the service's `tls` block, or NULL */
-    void *pcfg;              /* the module's own configuration */
+    struct tls_service *tls;   /* the service's `tls` block, or NULL */
+    unsigned max_conns_per_ip; /* per client address, across workers; 0: no cap */
+    void *pcfg;                /* the module's own configuration */
 };
 
 struct config {

@@ -17,6 +17,7 @@
 
 #include "core/bus.h"
 #include "core/config.h"
+#include "core/iplimit.h"
 #include "core/log.h"
 #include "core/module.h"
 #include "core/tls.h"
@@ -52,6 +53,7 @@ struct conn_move {
     void *blob;
     void (*blob_free)(void *);
     unsigned proxied : 1;
+    unsigned ip_counted : 1;
     char peer[64];
 };
 
@@ -232,6 +234,14 @@ static void conn_detach(struct conn *c)
     stat_sub(&w->stats->active, 1);
 }
 
+/* The connection no longer counts against its address's cap. */
+static void ip_uncount(const struct service *svc, const char *peer)
+{
+    char host[64];
+    iplimit_host(peer, host, sizeof host);
+    iplimit_release(iplimit_slot(svc->name, host));
+}
+
 /* tell: the module's closed() runs (not when the module has already let
  * the connection go, as before a move). */
 static void close_conn(struct conn *c, int tell)
@@ -250,6 +260,8 @@ static void close_conn(struct conn *c, int tell)
     else
         close(c->fd);
     conn_detach(c);
+    if (c->ip_counted)
+        ip_uncount(c->svc, c->peer);
     stat_add(&w->stats->closed, 1);
     config_unref(c->cfg);
     free(c);
@@ -332,18 +344,7 @@ enum conn_line conn_next_line(struct evbuffer *in, size_t max, unsigned *discard
 
 size_t conn_peer_host(const struct conn *c, char *out, size_t len)
 {
-    const char *peer = c->peer;
-    size_t plen = strlen(peer);
-    const char *colon = strrchr(peer, ':');
-    if (colon && strncmp(peer, "unix:", 5) != 0)
-        plen = (size_t)(colon - peer);
-    if (plen > 1 && peer[0] == '[')
-        peer++, plen -= 2;
-    if (plen >= len)
-        plen = len - 1;
-    memcpy(out, peer, plen);
-    out[plen] = '\0';
-    return plen;
+    return iplimit_host(c->peer, out, len);
 }
 
 int conn_peer_addr(const struct conn *c, struct sockaddr_storage *ss, socklen_t *len)
@@ -399,6 +400,8 @@ void conn_move_free(void *p)
     SSL_free(mv->ssl);
     if (mv->fd >= 0)
         close(mv->fd);
+    if (mv->ip_counted)
+        ip_uncount(mv->svc, mv->peer);
     if (mv->in)
         evbuffer_free(mv->in);
     if (mv->out)
@@ -476,6 +479,7 @@ void conn_move(struct conn *c, void *blob, void (*blob_free)(void *))
     mv->blob_free = blob_free;
     snprintf(mv->peer, sizeof mv->peer, "%s", c->peer);
     mv->proxied = c->proxied;
+    mv->ip_counted = c->ip_counted;
     mv->ssl = c->ssl;
     conn_detach(c);
     stat_add(&w->stats->moved_out, 1);
@@ -508,6 +512,7 @@ void conn_adopt(struct worker *w, struct conn_move *mv)
     c->started = mv->started;
     c->last_active = mv->last_active;
     c->proxied = mv->proxied;
+    c->ip_counted = mv->ip_counted;
     c->handed = 1;
     void *blob = mv->blob;
     free(mv);

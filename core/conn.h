@@ -43,6 +43,7 @@ struct conn {
     unsigned proxied : 1;     /* peer is the client a PROXY header named, not the TCP peer */
     unsigned handed : 1;      /* the module has it (after the TLS handshake, if any) */
     unsigned tls_starved : 1; /* the last conn_read wanted more from the socket */
+    unsigned ip_counted : 1;  /* counts against its service's max_conns_per_ip */
     char peer[64];
 };
 

@@ -74,6 +74,9 @@ struct module {
     /* The protocols it offers in TLS's ALPN, in wire form ("\x08http/1.1"),
      * or NULL. */
     const char *alpn;
+    /* What a plain connection refused at accept (the service's
+     * max_conns_per_ip) is told before it is closed, or NULL: nothing. */
+    const char *busy_reply;
 
     /* ---- configuration ----
      * A service module has a top-level list of service blocks,

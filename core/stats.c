@@ -30,7 +30,7 @@ void stats_reset(int id)
     _Atomic uint64_t *c[] = {&slots[id].accepted, &slots[id].active,    &slots[id].closed,
                              &slots[id].bytes_in, &slots[id].bytes_out, &slots[id].errors,
                              &slots[id].requests, &slots[id].moved_in,  &slots[id].moved_out,
-                             &slots[id].lag_us};
+                             &slots[id].lag_us,   &slots[id].refused};
     for (size_t i = 0; i < sizeof c / sizeof *c; i++)
         atomic_store_explicit(c[i], 0, memory_order_relaxed);
 }
@@ -55,6 +55,7 @@ void stats_read(int id, struct worker_stats_snapshot *out)
         .moved_in = stat_get(&w->moved_in),
         .moved_out = stat_get(&w->moved_out),
         .lag_us = stat_get(&w->lag_us),
+        .refused = stat_get(&w->refused),
     };
 }
 
@@ -69,6 +70,7 @@ void stats_sum(struct worker_stats_snapshot *t, const struct worker_stats_snapsh
     t->requests += w->requests;
     t->moved_in += w->moved_in;
     t->moved_out += w->moved_out;
+    t->refused += w->refused;
 }
 
 static void report_workers(enum module_stats_format fmt, struct sbuf *sb)
@@ -80,18 +82,19 @@ static void report_workers(enum module_stats_format fmt, struct sbuf *sb)
         struct worker_stats_snapshot w;
         stats_read(id, &w);
         unsigned long long act = w.active, acc = w.accepted, clo = w.closed, bin = w.bytes_in,
-                           bout = w.bytes_out, err = w.errors, min = w.moved_in, mout = w.moved_out;
+                           bout = w.bytes_out, err = w.errors, min = w.moved_in, mout = w.moved_out,
+                           ref = w.refused;
         if (fmt == MODULE_STATS_JSON)
             sb_addf(sb,
                     "%s{\"id\":%d,\"connections_active\":%llu,\"connections_accepted\":%llu,"
                     "\"connections_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                    "\"errors\":%llu,\"moved_in\":%llu,\"moved_out\":%llu}",
-                    first ? "" : ",", id, act, acc, clo, bin, bout, err, min, mout);
+                    "\"errors\":%llu,\"moved_in\":%llu,\"moved_out\":%llu,\"refused\":%llu}",
+                    first ? "" : ",", id, act, acc, clo, bin, bout, err, min, mout, ref);
         else
             sb_addf(sb,
                     "worker %d: %llu active, %llu accepted, %llu closed, %llu moved in, %llu "
-                    "moved out, %llu bytes in, %llu bytes out, %llu errors\n",
-                    id, act, acc, clo, min, mout, bin, bout, err);
+                    "moved out, %llu bytes in, %llu bytes out, %llu errors, %llu refused\n",
+                    id, act, acc, clo, min, mout, bin, bout, err, ref);
         first = 0;
     }
 }

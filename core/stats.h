@@ -20,6 +20,7 @@ struct worker_stats {
     _Atomic uint64_t requests;            /* HTTP requests answered, chat lines said */
     _Atomic uint64_t moved_in, moved_out; /* sessions moved between workers */
     _Atomic uint64_t lag_us;              /* event-loop lag: the latest tick's lateness */
+    _Atomic uint64_t refused;             /* at accept: over a service's max_conns_per_ip */
 } __attribute__((aligned(64)));
 
 /* Worker id -> its counters. Slots live as long as the process (like bus
@@ -44,7 +45,7 @@ void stats_counters(struct sbuf *sb, enum module_stats_format fmt, const char *t
 struct worker_stats_snapshot {
     int worker;
     uint64_t accepted, active, closed, bytes_in, bytes_out, errors, requests;
-    uint64_t moved_in, moved_out, lag_us;
+    uint64_t moved_in, moved_out, lag_us, refused;
 };
 /* One worker's counters, read now: each exact, though one may be a few
  * events ahead of another. Any thread. */

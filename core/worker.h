@@ -42,13 +42,15 @@ struct worker {
     size_t nconns;
     void **mstate; /* [module id]: each module's worker state */
     struct event *resume_ev, *grace_ev, *lag_ev;
-    struct timespec lag_due;    /* when lag_ev should fire */
-    int accept_paused;          /* listeners off: at worker_connections or out of descriptors */
-    int stopping;               /* no longer accepting: sessions finish, move, or are closed */
-    int leaving;                /* stopping because the server scales down: sessions move */
-    int draining;               /* the supervisor's mark: leaving (supervisor thread only) */
-    struct worker_stats *stats; /* stats_slot(id) */
-    struct tls_keys *tls_keys;  /* the ticket keys it starts with, until its thread takes them */
+    struct timespec lag_due;      /* when lag_ev should fire */
+    int accept_paused;            /* listeners off: at worker_connections or out of descriptors */
+    int stopping;                 /* no longer accepting: sessions finish, move, or are closed */
+    int leaving;                  /* stopping because the server scales down: sessions move */
+    int draining;                 /* the supervisor's mark: leaving (supervisor thread only) */
+    struct worker_stats *stats;   /* stats_slot(id) */
+    struct tls_keys *tls_keys;    /* the ticket keys it starts with, until its thread takes them */
+    unsigned long per_ip_refused; /* refusals at max_conns_per_ip since the last log line */
+    time_t per_ip_logged;         /* when that line was */
 };
 
 /* ---- for modules, on the worker's own thread ---- */

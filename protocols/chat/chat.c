@@ -873,6 +873,7 @@ static void chat_stats(const struct config *cfg, enum module_stats_format fmt, s
 const struct module chat_module = {
     .name = "chat",
     .flags = MODULE_TCP_NODELAY,
+    .busy_reply = "* Too many connections from your address; try again later.\r\n",
     .keys = chat_keys,
     .parse = chat_parse,
     .free_cfg = free,

@@ -17,6 +17,7 @@
 #include "core/bus.h"
 #include "core/config.h"
 #include "core/conn.h"
+#include "core/iplimit.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/stats.h"
@@ -59,52 +60,18 @@ void ftp_count(struct ftp_session *s, int which, uint64_t n)
 }
 
 /* ---- sessions per client address ----
- * Every worker's sessions count against one limit, so the count is shared:
- * a fixed table of atomic counters indexed by a keyed hash of the service
- * name and the address (the one multi-writer structure in the module; no
- * lock, bounded memory). Two addresses that share a slot share its count,
- * which can only make the limit stricter, and with 65,536 slots rarely. */
-#define IP_SLOTS 65536
-static _Atomic uint32_t ip_sessions[IP_SLOTS];
-static _Atomic uint64_t ip_key;
-
-static int ip_slot(const char *service, const struct sockaddr *sa)
+ * Every worker's sessions count against one limit (core/iplimit.h), in a
+ * scope of their own beside the core's connection cap on the service. */
+/* The slot; -1: not counted (a Unix socket); -2: at the limit. */
+static int ip_acquire(const struct conn *c, unsigned max)
 {
-    uint64_t key = atomic_load(&ip_key);
-    if (!key) {
-        uint64_t k = 0;
-        if (getrandom(&k, sizeof k, 0) != sizeof k)
-            k = (uint64_t)(uintptr_t)&k ^ (uint64_t)time(NULL);
-        k |= 1;
-        uint64_t zero = 0;
-        atomic_compare_exchange_strong(&ip_key, &zero, k);
-        key = atomic_load(&ip_key);
-    }
-    const unsigned char *a;
-    size_t alen;
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        a = s6->sin6_addr.s6_addr;
-        alen = 16;
-        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
-            a += 12, alen = 4;
-    } else {
-        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
-        alen = 4;
-    }
-    uint64_t h = key ^ 0xcbf29ce484222325ull; /* FNV-1a, keyed */
-    for (const char *p = service; *p; p++)
-        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-    for (size_t i = 0; i < alen; i++)
-        h = (h ^ a[i]) * 0x100000001b3ull;
-    h ^= h >> 29;
-    return (int)(h % IP_SLOTS);
-}
-
-static void ip_release(int slot)
-{
-    if (slot >= 0)
-        atomic_fetch_sub_explicit(&ip_sessions[slot], 1, memory_order_relaxed);
+    char scope[96], host[64];
+    conn_peer_host(c, host, sizeof host);
+    if (strncmp(host, "unix:", 5) == 0)
+        return -1;
+    snprintf(scope, sizeof scope, "ftp sessions %s", c->svc->name);
+    int slot = iplimit_acquire(scope, host, max);
+    return slot < 0 ? -2 : slot;
 }
 
 /* ---- configuration ---- */
@@ -552,7 +519,7 @@ static void session_free(struct ftp_session *s)
         event_free(s->timer);
     if (s->rootfd >= 0)
         close(s->rootfd);
-    ip_release(s->ip_slot);
+    iplimit_release(s->ip_slot);
     free(s->user);
     free(s->cwd);
     free(s->rnfr);
@@ -594,13 +561,9 @@ static void ftp_accept(void *state, struct conn *c)
     s->ip_slot = -1;
     session_start(fw, c, s);
     ftp_count(s, FTP_SESSIONS, 1);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (f->max_per_ip && conn_peer_addr(c, &ss, &sl) == 0) {
-        int slot = ip_slot(c->svc->name, (struct sockaddr *)&ss);
-        if (atomic_fetch_add_explicit(&ip_sessions[slot], 1, memory_order_relaxed) >=
-            f->max_per_ip) {
-            ip_release(slot);
+    if (f->max_per_ip) {
+        int slot = ip_acquire(c, f->max_per_ip);
+        if (slot == -2) {
             ftp_count(s, FTP_REFUSED, 1);
             log_warn(c->peer, "ftp: refused: already %u sessions from this address", f->max_per_ip);
             ftp_reply(s, 421, "Too many sessions from your address.");
@@ -735,6 +698,7 @@ static void ftp_stats(const struct config *cfg, enum module_stats_format fmt, st
 const struct module ftp_module = {
     .name = "ftp",
     .flags = MODULE_TCP_NODELAY | MODULE_STARTTLS,
+    .busy_reply = "421 Too many connections from your address.\r\n",
     .keys = ftp_keys,
     .parse = ftp_parse,
     .free_cfg = ftp_free_cfg,

@@ -571,6 +571,10 @@ const struct module http_module = {
     /* Nagle is turned off per connection once it is kept alive. */
     .flags = MODULE_DEFER_ACCEPT | MODULE_RAW_IO,
     .alpn = "\x08http/1.1", /* (room for h2) */
+    /* nginx's limit_conn answers 503 too */
+    .busy_reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  "Content-Length: 40\r\nRetry-After: 10\r\nConnection: close\r\n\r\n"
+                  "Too many connections from your address.\n",
     .keys = http_keys,
     .parse = http_parse,
     .free_cfg = http_free_cfg,
