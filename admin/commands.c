@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/stats.h"
 #include "core/supervisor.h"
+#include "core/throttle.h"
 #include "version.h"
 
 #include <stdio.h>
@@ -409,6 +410,34 @@ static void cmd_kill(struct admin_session *s, int argc, char **argv)
     admin_ask(s, ADMIN_Q_KILL, 0, id, NULL, argv[1], 0);
 }
 
+/* Failed logins counted per address (core/throttle.h), and forgiving them. */
+static void cmd_throttle(struct admin_session *s, int argc, char **argv)
+{
+    int json = is_json(&argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "clear") == 0) {
+        if (s->level < MODULE_ADMIN) {
+            admin_replyf(s, 401, "'throttle clear' needs level admin; this session is operator\n");
+            return;
+        }
+        if (argc > 3) {
+            admin_replyf(s, 400, "usage: throttle clear [ADDRESS]\n");
+            return;
+        }
+        size_t n = throttle_clear(argc == 3 ? argv[2] : NULL);
+        log_warn(s->peer, "failed-login counts cleared from the console: %s (%zu)",
+                 argc == 3 ? argv[2] : "every address", n);
+        admin_replyf(s, 200, "%zu address%s cleared\n", n, n == 1 ? "" : "es");
+        return;
+    }
+    if (argc != 1) {
+        admin_replyf(s, 400, "usage: throttle [json] | throttle clear [ADDRESS]\n");
+        return;
+    }
+    struct sbuf sb = {0};
+    throttle_report(&sb, json);
+    admin_send_sb(s, 200, &sb);
+}
+
 /* A test hook, off unless medusad runs with MEDUSA_TEST_HOOKS=1: block one
  * worker's event loop, as a wedged worker would (the watchdog's test). */
 static void cmd_debug(struct admin_session *s, int argc, char **argv)
@@ -481,6 +510,8 @@ const struct admin_command admin_commands[] = {
      "recent lines (level, reopen: admin)", cmd_log},
     {"conns", MODULE_OPERATOR, "conns [WORKER] [SERVICE] [json]", "open connections", cmd_conns},
     {"kill", MODULE_ADMIN, "kill ID", "close one connection", cmd_kill},
+    {"throttle", MODULE_OPERATOR, "throttle [json] | throttle clear [ADDRESS]",
+     "failed logins per address; clear forgives them (admin)", cmd_throttle},
     {"listener", MODULE_ADMIN, "listener disable|enable ADDR|NAME",
      "stop/resume accepting (connections kept)", cmd_listener},
     {"reload", MODULE_ADMIN, "reload", "reload the configuration; says the outcome", cmd_reload},

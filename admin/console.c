@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/iplimit.h"
 #include "core/listener.h"
+#include "core/throttle.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "core/supervisor.h"
@@ -264,6 +265,15 @@ static void fail_cb(evutil_socket_t fd, short what, void *arg)
 static void authenticate(struct admin_session *s, int argc, char **argv)
 {
     struct admin *a = s->a;
+    char host[64];
+    iplimit_host(s->peer, host, sizeof host);
+    int blocked;
+    unsigned wait = throttle_check(host, &blocked);
+    if (wait) { /* not checked: too many failures from there */
+        admin_replyf(s, 401, "too many failed logins from your address: try again in %u s\n", wait);
+        admin_close_after_write(s);
+        return;
+    }
     if (argc == 2 && hmac_matches(a->secret, s->challenge, argv[1]))
         s->level = MODULE_ADMIN;
     else if (argc == 2 && hmac_matches(a->operator_secret, s->challenge, argv[1]))
@@ -278,6 +288,7 @@ static void authenticate(struct admin_session *s, int argc, char **argv)
     }
     a->auth_failures++;
     log_warn(s->peer, "admin authentication failed (%lu failures since start)", a->auth_failures);
+    throttle_failed(host);
     /* Answer late and close: a guesser gets one try per connection and
      * second; the challenge dies with the session. */
     bufferevent_disable(s->bev, EV_READ);

@@ -48,6 +48,8 @@ enum core_msg {
     MSG_PONG,          /* to supervisor: a = the ping's sequence */
     MSG_STALL,         /* to worker, test hook (MEDUSA_TEST_HOOKS=1): block the loop a ms */
     MSG_TLS_KEYS,      /* to worker: ptr = struct tls_keys * (one reference), core/tls.h */
+    MSG_AUTH_FAILED,   /* to supervisor: ptr = the address text of a failed login (throttle.h) */
+    MSG_AUTH_BLOCK,    /* to worker: a login wait for an address (throttle.h) */
 };
 
 /* MSG_DRAIN: what the leaving worker does with its TCP listening sockets. */

@@ -404,6 +404,33 @@ static int parse_sections(struct cfg_ctx *ctx, config_setting_t *root, struct co
     return 0;
 }
 
+/* login_throttle = { slow_after; max_failures; window; block; } (throttle.h) */
+static int parse_throttle(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
+{
+    static const char *const keys[] = {"slow_after", "max_failures", "window", "block", NULL};
+    long long slow = 3, max = 10, window = 600, block = 600;
+    config_setting_t *g = config_setting_get_member(root, "login_throttle");
+    if (g) {
+        if (!config_setting_is_group(g))
+            return cfg_error(ctx, g,
+                             "'login_throttle' must be a group: { max_failures = 10; ... }");
+        if (cfg_check_keys(ctx, g, "'login_throttle'", keys, NULL) < 0 ||
+            cfg_int(ctx, g, "slow_after", 0, 100000, &slow) < 0 ||
+            cfg_int(ctx, g, "max_failures", 0, 100000, &max) < 0 ||
+            cfg_int(ctx, g, "window", 1, 30 * 86400, &window) < 0 ||
+            cfg_int(ctx, g, "block", 1, 30 * 86400, &block) < 0)
+            return -1;
+        if (max && slow > max)
+            return cfg_error(ctx, g, "'slow_after' (%lld) is more than 'max_failures' (%lld)", slow,
+                             max);
+    }
+    c->login_throttle.slow_after = (unsigned)slow;
+    c->login_throttle.max_failures = (unsigned)max;
+    c->login_throttle.window_s = (unsigned)window;
+    c->login_throttle.block_s = (unsigned)block;
+    return 0;
+}
+
 static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
     static const char *const keys[] = {"workers",
@@ -414,6 +441,8 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
                                        "worker_connections",
                                        "backlog",
                                        "tls_ticket_rotate",
+                                       "allow_root",
+                                       "login_throttle",
                                        NULL};
     const char *module_keys[65] = {0};
     for (unsigned p = 1, k = 0; p <= module_count() && k < 63; p++) {
@@ -433,6 +462,8 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
         cfg_int(ctx, root, "tls_ticket_rotate", 1, 7 * 86400, &rotate) < 0 ||
         cfg_duration_ms(ctx, root, "grace_period", 3600, &c->grace_ms) < 0 ||
         cfg_string(ctx, root, "user", &user) < 0 || cfg_string(ctx, root, "group", &group) < 0)
+        return -1;
+    if (cfg_bool(ctx, root, "allow_root", &c->allow_root) < 0 || parse_throttle(ctx, root, c) < 0)
         return -1;
     c->worker_connections = (unsigned)conns;
     c->backlog = (int)backlog;

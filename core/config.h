@@ -45,6 +45,10 @@ struct config {
     int log_level;
     char *error_log; /* "stderr" or an absolute path */
     char *user, *group;
+    int allow_root; /* may serve as root when no user is set */
+    struct {        /* login_throttle = { ... } (core/throttle.h) */
+        unsigned slow_after, max_failures, window_s, block_s;
+    } login_throttle;
     struct service *services;
     size_t nservices;
     void **sections; /* [module id]: what the module's parse_section made */

@@ -26,6 +26,7 @@
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/throttle.h"
 #include "core/tls.h"
 #include "core/supervisor_impl.h"
 #include "core/worker.h"
@@ -282,6 +283,7 @@ static int reload(struct supervisor *s, char *err, size_t errlen)
             log_info(NULL, "'workers' is now %d in the file: applied live", cfg->workers);
     }
     tls_keys_set_rotation(cfg->tls_ticket_rotate);
+    throttle_configure(cfg);
     for (unsigned i = 1; i <= module_count(); i++)
         if (module_at(i)->sup_config && s->mstate[i])
             module_at(i)->sup_config(s->mstate[i], cfg);
@@ -416,6 +418,9 @@ static void dispatch(struct msg *m, void *arg)
     case MSG_PONG:
         notify_pong(s, m->from, m->a);
         break;
+    case MSG_AUTH_FAILED:
+        throttle_sup_message(m);
+        break;
     default:
         log_error(NULL, "unexpected message type %u from thread %u", m->type, m->from);
     }
@@ -463,10 +468,26 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
 }
 
+/* Root only binds: with `user` set, the process becomes that user (its
+ * groups, then the group, then the user, so that nothing of root's is
+ * left) before any worker runs; without it, serving as root takes an
+ * explicit allow_root = true. */
 static int drop_privileges(const struct config *cfg)
 {
-    if (geteuid() != 0 || !cfg->user)
+    if (geteuid() != 0)
         return 0;
+    if (!cfg->user) {
+        if (cfg->allow_root) {
+            log_warn(NULL, "serving as root: no 'user' is set, and 'allow_root = true'");
+            return 0;
+        }
+        log_error(NULL,
+                  "%s: medusad runs as root and the configuration sets no 'user': set "
+                  "user = \"medusa\"; (it binds as root, then serves as that user), "
+                  "or allow_root = true; to serve as root",
+                  cfg->path);
+        return -1;
+    }
     struct passwd *pw = getpwnam(cfg->user);
     if (!pw) {
         log_error(NULL, "user '%s' does not exist", cfg->user);
@@ -481,11 +502,18 @@ static int drop_privileges(const struct config *cfg)
         }
         gid = gr->gr_gid;
     }
-    if (initgroups(cfg->user, gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0) {
+    /* setgroups through initgroups: the user's own groups, root's go */
+    if (initgroups(cfg->user, gid) < 0 || setresgid(gid, gid, gid) < 0 ||
+        setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
         log_error(NULL, "cannot switch to user '%s': %s", cfg->user, strerror(errno));
         return -1;
     }
-    log_info(NULL, "running as user %s", cfg->user);
+    if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        log_error(NULL, "root could be regained after switching to '%s': stopping", cfg->user);
+        return -1;
+    }
+    log_info(NULL, "running as user %s (uid %u, gid %u)", cfg->user, (unsigned)pw->pw_uid,
+             (unsigned)gid);
     return 0;
 }
 
@@ -543,6 +571,7 @@ int supervisor_run(const char *config_path, int workers_override)
         return 1;
     }
     apply_log(s->cfg);
+    throttle_configure(s->cfg);
     s->nworkers = workers_override > 0 ? workers_override : s->cfg->workers;
 
     signal(SIGPIPE, SIG_IGN);
@@ -637,6 +666,8 @@ out:
     bus_thread_fini();
     bus_shutdown();
     tls_keys_stop();
+    throttle_thread_end();
+    throttle_sup_end();
     free(s->mstate);
     if (s->base)
         event_base_free(s->base);

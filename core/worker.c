@@ -41,6 +41,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/proxyproto.h"
+#include "core/throttle.h"
 #include "core/tls.h"
 #include "core/sbuf.h"
 
@@ -843,6 +844,9 @@ static void dispatch(struct msg *m, void *arg)
         bus_send(BUS_SUPERVISOR, &pong);
         break;
     }
+    case MSG_AUTH_BLOCK:
+        throttle_on_block(m);
+        break;
     case MSG_TLS_KEYS:
         tls_thread_keys(m->ptr);
         m->ptr = NULL; /* the thread has the reference */
@@ -879,6 +883,7 @@ struct worker *worker_new(int id, struct config *cfg)
     stats_reset(id);
     w->cfg = config_ref(cfg);
     w->tls_keys = tls_keys_current();
+    w->throttle = throttle_snapshot();
     return w;
 }
 
@@ -933,6 +938,8 @@ static void *worker_main(void *arg)
     tls_thread_init(w->id);
     tls_thread_keys(w->tls_keys);
     w->tls_keys = NULL;
+    throttle_thread_start(w->throttle);
+    w->throttle = NULL;
     struct event_config *ec = event_config_new();
     if (ec) /* this base is only ever touched by this thread */
         event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
@@ -963,6 +970,7 @@ static void *worker_main(void *arg)
     bus_thread_fini();
     tls_thread_keys(NULL);
     conn_tls_thread_end();
+    throttle_thread_end();
     log_debug(NULL, "worker stopped");
 out:
     if (w->resume_ev)
@@ -994,6 +1002,7 @@ void worker_free(struct worker *w)
         event_base_free(w->base);
     config_unref(w->cfg);
     tls_keys_unref(w->tls_keys); /* a worker that never started */
+    throttle_snapshot_free(w->throttle);
     free(w->mstate);
     free(w);
 }

@@ -49,6 +49,7 @@ struct worker {
     int draining;                 /* the supervisor's mark: leaving (supervisor thread only) */
     struct worker_stats *stats;   /* stats_slot(id) */
     struct tls_keys *tls_keys;    /* the ticket keys it starts with, until its thread takes them */
+    void *throttle;               /* the login waits it starts with (core/throttle.h) */
     unsigned long per_ip_refused; /* refusals at max_conns_per_ip since the last log line */
     time_t per_ip_logged;         /* when that line was */
 };

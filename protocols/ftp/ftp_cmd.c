@@ -16,6 +16,7 @@
 #include "core/conn.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/throttle.h"
 #include "core/worker.h"
 #include "protocols/ftp/ftp_impl.h"
 
@@ -261,6 +262,21 @@ static void cmd_pass(struct ftp_session *s, char *arg)
     const struct ftp_cfg *f = s->cfg;
     const char *home = NULL;
     s->state = FTP_USER;
+    char host[64];
+    conn_peer_host(s->c, host, sizeof host);
+    int blocked;
+    unsigned wait = throttle_check(host, &blocked);
+    if (wait) { /* not checked: too many failures from there */
+        explicit_bzero(arg, strlen(arg));
+        ftp_count(s, FTP_LOGIN_FAILURES, 1);
+        if (blocked) {
+            ftp_reply(s, 421, "Too many failed logins from your address; try again in %u s.", wait);
+            s->quitting = 1;
+        } else {
+            ftp_reply(s, 530, "Login refused: too many failed logins; wait %u s.", wait);
+        }
+        return;
+    }
     if (f->anonymous &&
         (strcasecmp(s->user, "anonymous") == 0 || strcasecmp(s->user, "ftp") == 0)) {
         s->anonymous = 1;
@@ -281,6 +297,7 @@ static void cmd_pass(struct ftp_session *s, char *arg)
     explicit_bzero(arg, strlen(arg));
     if (!home) {
         log_info(s->c->peer, "ftp: login failed for user '%s'", s->user);
+        throttle_failed(host);
         ftp_login_failed(s);
         return;
     }

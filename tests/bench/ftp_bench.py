@@ -106,7 +106,7 @@ def start_medusa(binary, root, tmp, i, use_range=True):
     lo, hi = pasv_range(i)
     conf = os.path.join(tmp, "medusa-%d.conf" % i)
     with open(conf, "w") as f:
-        f.write('workers = 1;\nworker_connections = 20000;\nlog = { level = "warn"; };\n'
+        f.write('workers = 1;\nallow_root = true;\nworker_connections = 20000;\nlog = { level = "warn"; };\n'
                 'ftp = ( { name = "bench"; listen = [ "127.0.0.1:%d" ]; root = "%s";\n'
                 '  anonymous = true; anonymous_upload = "up"; max_sessions_per_ip = 0;\n'
                 '  %s } );\n' % (port, root, "passive_ports = [ %d, %d ];" % (lo, hi)

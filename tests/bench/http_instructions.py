@@ -88,7 +88,7 @@ def main():
     port = free_port()
     conf = os.path.join(tmp, "medusa.conf")
     with open(conf, "w") as f:
-        f.write('log = { level = "warn"; error_log = "error.log"; };\n'
+        f.write('allow_root = true;\nlog = { level = "warn"; error_log = "error.log"; };\n'
                 'http = ( { name = "web"; listen = [ "127.0.0.1:%d" ]; keepalive_requests = 1000000;\n'
                 ' vhosts = ( { names = [ "*" ]; handlers = ( { type = "static"; path = "/"; '
                 'root = "www"; gzip_static = false; } ); } ); } );\n' % port)

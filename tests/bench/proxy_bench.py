@@ -69,6 +69,7 @@ def start_medusa(binary, tmp, backend):
     conf = os.path.join(tmp, "medusa.conf")
     with open(conf, "w") as f:
         f.write("""workers = 1;
+allow_root = true;
 worker_connections = 20000;
 log = { level = "warn"; error_log = "%s/medusa.err"; };
 upstreams = ( { name = "app"; servers = [ "127.0.0.1:%d" ]; keepalive = 64;

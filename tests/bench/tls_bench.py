@@ -60,6 +60,7 @@ def start_medusa(binary, root, tmp, cert, key, name="medusa"):
     conf = os.path.join(tmp, name + ".conf")
     with open(conf, "w") as f:
         f.write("""workers = 1;
+allow_root = true;
 worker_connections = 20000;
 log = { level = "warn"; error_log = "%s/%s.err"; };
 http = ( { name = "bench"; tls_listen = [ "127.0.0.1:%d" ];

@@ -123,7 +123,7 @@ def main():
         port = probe.getsockname()[1]
     base = random.Random(args.seed).randrange(40000, 48000, 100)
     with open(os.path.join(tmp, "medusa.conf"), "w") as f:
-        f.write('workers = 2;\nlog = { level = "warn"; error_log = "error.log"; };\n'
+        f.write('workers = 2;\nallow_root = true;\nlog = { level = "warn"; error_log = "error.log"; };\n'
                 'ftp = ( { name = "f"; listen = [ "127.0.0.1:%d" ]; root = "ftp"; anonymous = true;\n'
                 ' anonymous_upload = "up"; users = "users"; passive_ports = [ %d, %d ];\n'
                 ' max_sessions_per_ip = 0; login_failure_delay = 0.01; data_timeout = 1;\n'

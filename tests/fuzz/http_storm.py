@@ -97,6 +97,7 @@ def main():
     backend.stdout.readline()
     with open(os.path.join(tmp, "m.conf"), "w") as f:
         f.write("""workers = 2;
+allow_root = true;
 upstreams = ( { name = "app"; servers = [ "127.0.0.1:%d" ]; read_timeout = 3; } );
 log = { level = "warn"; error_log = "err.log"; };
 http = ( { name = "w"; listen = [ "127.0.0.1:%d" ]; max_body = 10000;

@@ -154,3 +154,231 @@ def test_cap_config_errors():
                 '  max_conns_per_ip = -1; } );\n' % free_port())
     p = subprocess.run([MEDUSAD, "-t", "-c", conf], capture_output=True, text=True)
     assert p.returncode == 1 and "m.conf:2:" in p.stderr and "max_conns_per_ip" in p.stderr, p.stderr
+
+
+# ---- failed-login throttling, shared by every worker ----
+
+def sha512(password):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+def throttled_server(workers=2, slow_after=2, max_failures=4, block=3):
+    """HTTP Basic on /p/, FTP with a user, the console on TCP; one users file."""
+    tmp = temp_dir()
+    hport, fport, aport = free_port(), free_port(), free_port()
+    os.makedirs(os.path.join(tmp, "ftp"))
+    os.makedirs(os.path.join(tmp, "www", "p"))
+    with open(os.path.join(tmp, "www", "p", "s.txt"), "w") as f:
+        f.write("secret page\n")
+    with open(os.path.join(tmp, "users"), "w") as f:
+        f.write("alice:%s:ftp:read\n" % sha512("Wonderland-7"))
+    write_secret(os.path.join(tmp, "admin.secret"), "abuse-admin-secret")
+    conf = ('login_throttle = { slow_after = %d; max_failures = %d; window = 60; block = %d; };\n'
+            % (slow_after, max_failures, block)
+            + 'http = ( { name = "web"; listen = [ "127.0.0.1:%d" ]; vhosts = ( { names = [ "*" ];'
+            ' handlers = ( { type = "auth"; path = "/p/"; users = "users"; },'
+            ' { type = "static"; path = "/"; root = "www"; } ); } ); } );\n' % hport
+            + 'ftp = ( { name = "files"; listen = [ "127.0.0.1:%d" ]; root = "ftp"; users = "users";'
+            ' login_failure_delay = 0.05; } );\n' % fport
+            + 'admin = { listen = [ "unix:run/admin.sock", "127.0.0.1:%d" ];'
+            ' secret = "admin.secret"; };\n' % aport)
+    srv = Server(conf, dir=tmp, workers=workers)
+    srv.sock = os.path.join(tmp, "run", "admin.sock")
+    return srv, hport, fport, aport
+
+
+def basic(port, user, password, src="127.0.0.1"):
+    import base64
+    s = connect_from(src, port)
+    token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+    s.sendall(("GET /p/s.txt HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"
+               "Connection: close\r\n\r\n" % token).encode())
+    out = read_all(s)
+    s.close()
+    return out
+
+
+def status_of(out):
+    return int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_http_basic_failures_slow_down_then_refuse_across_workers_and_recover():
+    srv, hport, _, _ = throttled_server(workers=2)
+    assert status_of(basic(hport, "alice", "Wonderland-7")) == 200
+    # each try on a connection of its own: the kernel spreads them over both workers
+    assert status_of(basic(hport, "alice", "guess-1")) == 401
+    out = basic(hport, "alice", "guess-2")
+    assert status_of(out) == 401  # the 2nd failure: from now on, waits
+    # the right password inside the wait is not even checked
+    wait_for(lambda: status_of(basic(hport, "alice", "Wonderland-7")) == 429, 5,
+             "the wait to reach every worker")
+    out = basic(hport, "alice", "Wonderland-7")
+    assert status_of(out) == 429 and b"Retry-After: 1\r\n" in out, out
+    # another address is not affected
+    assert status_of(basic(hport, "alice", "Wonderland-7", src="127.0.0.2")) == 200
+    # after the 1 s wait a try is checked again; failures 3 and 4 reach the block
+    time.sleep(1.1)
+    assert status_of(basic(hport, "alice", "guess-3")) == 401
+    time.sleep(2.1)
+    assert status_of(basic(hport, "alice", "guess-4")) == 401
+    srv.wait_log("4 failed logins in")
+    time.sleep(0.3)  # the block is on its way to the workers (the log line comes first)
+    refused = [basic(hport, "alice", "Wonderland-7") for _ in range(6)]
+    assert all(status_of(o) == 429 for o in refused), refused
+    assert b"Retry-After: 3\r\n" in refused[0] or b"Retry-After: 2\r\n" in refused[0]
+    # logged once per wait and worker, not once per refusal
+    assert srv.log_text().count("login refused without a check: too many") <= 2
+    # the console lists the address; the block ends by itself
+    listed = srv.ctl_json("throttle")
+    assert [(e["address"], e["failures"], e["blocked"]) for e in listed] == [("127.0.0.1", 4, True)]
+    wait_for(lambda: status_of(basic(hport, "alice", "Wonderland-7")) == 200, 6, "the block to end")
+    assert srv.stop() == 0
+
+
+def test_ftp_and_console_failures_share_one_count():
+    srv, _, fport, aport = throttled_server(workers=3, slow_after=3, max_failures=3, block=30)
+
+    def ftp_login(password, src="127.0.0.1"):
+        f = ftplib.FTP()
+        f.connect("127.0.0.1", fport, timeout=10, source_address=(src, 0))
+        try:
+            return f.login("alice", password)
+        except ftplib.error_perm as e:
+            return str(e)
+        except ftplib.error_temp as e:
+            return str(e)
+        finally:
+            f.close()
+
+    assert ftp_login("Wonderland-7").startswith("230")
+    assert ftp_login("nope-1").startswith("530 Login incorrect")
+    # the console's TCP auth counts with FTP's
+    a = Admin(("127.0.0.1", aport))
+    a.frame()
+    st, body = a.cmd("auth " + "0" * 64)
+    assert st == 401 and "authentication failed" in body
+    a.close()
+    assert ftp_login("nope-2").startswith("530 Login incorrect")
+    srv.wait_log("3 failed logins in")
+    time.sleep(0.3)
+    # blocked: FTP says 421 and closes; the console refuses before checking
+    wait_for(lambda: ftp_login("Wonderland-7").startswith("421 Too many failed logins"), 5,
+             "every worker to know")
+    a = Admin(("127.0.0.1", aport))
+    (st, body), _, _ = a.auth("abuse-admin-secret")
+    assert st == 401 and "too many failed logins from your address" in body, body
+    assert a.closed()
+    # another address logs in to both
+    assert ftp_login("Wonderland-7", src="127.0.0.2").startswith("230")
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", aport))
+    b = Admin.__new__(Admin)
+    b.sock, b.buf = s, b""
+    s.settimeout(10)
+    (st, body), _, _ = b.auth("abuse-admin-secret")
+    assert st == 200, body
+    # an admin forgives the address at once
+    assert b.cmd("throttle clear 127.0.0.1") == (200, "1 address cleared\n")
+    b.close()
+    wait_for(lambda: ftp_login("Wonderland-7").startswith("230"), 5, "the clear to reach workers")
+    # a worker started later learns of current waits: block again, then scale up
+    for i in range(3):
+        ftp_login("again-%d" % i)
+    wait_for(lambda: ftp_login("Wonderland-7").startswith("421"), 5, "the new block")
+    srv.ctl("workers", "set", "5")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # every try, whichever worker takes it
+        assert ftp_login("Wonderland-7").startswith("421")
+    assert srv.stop() == 0
+
+
+# ---- running as root ----
+
+def proc_ids(pid):
+    """Uid, Gid, Groups and CapEff of every thread of pid, from /proc."""
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        fields = {}
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("Uid", "Gid", "Groups", "CapEff", "CapPrm"):
+                    fields[k] = v.split()
+        out.append(fields)
+    return out
+
+
+def root_only():
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root (CI runs as root)")
+
+
+def test_root_binds_then_serves_as_the_user_with_nothing_of_roots_left():
+    root_only()
+    import pwd
+    import grp
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    tmp = temp_dir()
+    os.chmod(tmp, 0o755)
+    site(tmp)
+    for d, _, files in os.walk(os.path.join(tmp, "www")):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+    port = free_port()
+    conf = os.path.join(tmp, "m.conf")
+    with open(conf, "w") as f:
+        f.write('user = "nobody"; group = "nogroup"; workers = 2;\n'
+                'log = { level = "info"; error_log = "error.log"; };\n'
+                'http = ( { name = "web"; listen = [ "127.0.0.1:%d" ]; vhosts = ( %s ); } );\n'
+                % (port, site(tmp)))
+    p = subprocess.Popen([MEDUSAD, "-c", conf], stdin=subprocess.DEVNULL)
+    try:
+        log = os.path.join(tmp, "error.log")
+        wait_for(lambda: os.path.exists(log) and "medusad started" in open(log).read(), 10,
+                 "the start")
+        text = open(log).read()
+        assert text.index("running as user nobody") < text.index("medusad started"), text
+        for t in proc_ids(p.pid):
+            assert t["Uid"] == [str(nobody)] * 4, t
+            assert t["Gid"] == [str(nogroup)] * 4, t
+            assert t["Groups"] == [str(nogroup)], t  # root's groups went (setgroups)
+            assert int(t["CapEff"][0], 16) == 0 and int(t["CapPrm"][0], 16) == 0, t
+        assert len(proc_ids(p.pid)) >= 3  # the supervisor and both workers
+        assert http_get_from("127.0.0.1", port).endswith(b"hello\n")
+    finally:
+        p.terminate()
+        assert p.wait(20) == 0
+
+
+def test_root_without_user_stops_unless_allow_root():
+    root_only()
+    tmp = temp_dir()
+    port = free_port()
+    conf = os.path.join(tmp, "m.conf")
+    with open(conf, "w") as f:
+        f.write('echo = ( { name = "e"; listen = [ "127.0.0.1:%d" ]; } );\n' % port)
+    p = subprocess.run([MEDUSAD, "-c", conf], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1, p
+    assert "runs as root and the configuration sets no 'user'" in p.stderr, p.stderr
+    assert "allow_root = true" in p.stderr
+    # nothing was served meanwhile
+    s = socket.socket()
+    assert s.connect_ex(("127.0.0.1", port)) != 0
+    s.close()
+    with open(conf, "a") as f:
+        f.write("allow_root = true;\n")
+    q = subprocess.Popen([MEDUSAD, "-c", conf], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, "the start")
+    finally:
+        q.terminate()
+        assert q.wait(20) == 0
+    assert "serving as root: no 'user' is set, and 'allow_root = true'" in q.stderr.read()

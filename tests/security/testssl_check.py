@@ -47,7 +47,7 @@ def run(medusad, kind, outdir):
         port = free_port()
         conf = os.path.join(tmp, "medusa.conf")
         with open(conf, "w") as f:
-            f.write('log = { level = "warn"; error_log = "error.log"; };\n'
+            f.write('allow_root = true;\nlog = { level = "warn"; error_log = "error.log"; };\n'
                     'http = ( { name = "web"; tls_listen = [ "127.0.0.1:%d" ];\n'
                     '  tls = { certificate = "cert.pem"; key = "key.pem"; };\n'
                     '  vhosts = ( { names = [ "*" ]; handlers = ( { type = "static"; path = "/";'

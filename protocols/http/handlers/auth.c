@@ -14,6 +14,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/sbuf.h"
+#include "core/throttle.h"
 #include "core/users.h"
 #include "protocols/http/http.h"
 
@@ -76,6 +77,17 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
                 char *colon = memchr(decoded, ':', (size_t)n);
                 if (colon && strlen(decoded) == (size_t)n) {
                     *colon = '\0';
+                    char host[64];
+                    conn_peer_host(r->c, host, sizeof host);
+                    int blocked;
+                    unsigned wait = throttle_check(host, &blocked);
+                    if (wait) { /* not checked: too many failures from there */
+                        OPENSSL_cleanse(colon + 1, strlen(colon + 1));
+                        char retry[48];
+                        snprintf(retry, sizeof retry, "Retry-After: %u\r\n", wait);
+                        http_error(r, 429, retry);
+                        return HTTP_DONE;
+                    }
                     int ok = check(ac, aw, decoded, colon + 1);
                     OPENSSL_cleanse(colon + 1, strlen(colon + 1));
                     if (ok) {
@@ -84,6 +96,7 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
                     }
                     log_info(r->c->peer, "authentication failed for user '%.64s' on %s", decoded,
                              r->path);
+                    throttle_failed(host);
                 }
             }
         }
