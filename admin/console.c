@@ -442,6 +442,14 @@ static void run_line(struct admin_session *s, char *line)
     run_command(s, argc, argv);
 }
 
+static int has_control(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+            return 1;
+    return 0;
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct admin_session *s = arg;
@@ -468,7 +476,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
             line[--len] = '\0';
         if (len > MAX_LINE) {
             admin_replyf(s, 400, "line too long (at most %d bytes)\n", MAX_LINE);
-        } else if (memchr(line, '\0', len)) {
+        } else if (has_control(line, len)) { /* a bare CR, a NUL, an escape... */
             admin_replyf(s, 400, "control characters are not allowed in commands\n");
         } else {
             run_line(s, line);

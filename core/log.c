@@ -163,6 +163,44 @@ static int format_prefix(char *buf, size_t len, enum log_level level, const char
                     peer ? peer : "");
 }
 
+/* A line holds no control character: what a client sent (a name, a
+ * command, a header) may be in it, and a CR, LF or escape sequence must
+ * not forge another line or reach the terminal of whoever reads the log.
+ * They become \xHH. Returns a new buffer (with room for the newline) and
+ * its length, or NULL when the line is clean (or memory is short, then
+ * the controls are replaced in place by '?'). */
+static char *escape_controls(char *line, size_t *len)
+{
+    size_t extra = 0;
+    for (size_t i = 0; i < *len; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            extra += 3;
+    if (!extra)
+        return NULL;
+    char *out = malloc(*len + extra + 2);
+    if (!out) {
+        for (size_t i = 0; i < *len; i++)
+            if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+                line[i] = '?';
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < *len; i++) {
+        unsigned char ch = (unsigned char)line[i];
+        if (ch < 0x20 || ch == 0x7f) {
+            static const char hex[] = "0123456789abcdef";
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    *len = o;
+    return out;
+}
+
 void log_vmsg(enum log_level level, const char *peer, const char *fmt, va_list ap)
 {
     if (!log_enabled(level))
@@ -191,6 +229,12 @@ void log_vmsg(enum log_level level, const char *peer, const char *fmt, va_list a
     }
     va_end(ap2);
     size_t len = (size_t)n + (size_t)m;
+    char *esc = escape_controls(buf, &len);
+    if (esc) {
+        if (buf != stack)
+            free(buf);
+        buf = esc;
+    }
     buf[len++] = '\n';
     /* One write per line; a short write on a file is not retried, so that a
      * half line is never followed by another thread's line mid-way. */

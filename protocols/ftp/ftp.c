@@ -404,6 +404,14 @@ static void process_input(struct ftp_session *s)
         if (busy(s) && !ftp_command_during_transfer(line, len))
             break; /* after the transfer */
         evbuffer_drain(in, skip);
+        if (memchr(line, '\r', len) || memchr(line, '\0', len)) {
+            /* A CR ends a line only before LF (RFC 959's Telnet end of
+             * line); a lone one, or a NUL, is not part of any command. */
+            ftp_reply(s, 500, "Syntax error: a CR without its LF, or a NUL, in the command.");
+            log_info(s->c->peer, "ftp: command with a bare CR or a NUL refused");
+            conn_count_error(s->c);
+            continue;
+        }
         s->in_command++;
         ftp_command(s, line, len);
         s->in_command--;

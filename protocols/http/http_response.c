@@ -113,11 +113,39 @@ void http_resp_start(struct http_req *r, int status)
     http_resp_start_reason(r, status, reason, strlen(reason));
 }
 
+/* A value with a control character in it (a CR or LF would end the field
+ * and let the rest forge headers or a body: a Location made of a decoded
+ * path, say) has each one percent-encoded, which a URI means anyway.
+ * (A tab is a field value's own white space.) */
+static __attribute__((noinline)) void header_value_encoded(struct http_req *r, const char *value,
+                                                           size_t len)
+{
+    log_warn(r->hc->c->peer, "control characters in a response header percent-encoded");
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if ((ch >= 0x20 || ch == '\t') && ch != 0x7f)
+            continue;
+        char esc[4];
+        snprintf(esc, sizeof esc, "%%%02X", ch);
+        http_resp_raw(r, value + from, i - from);
+        http_resp_raw(r, esc, 3);
+        from = i + 1;
+    }
+    http_resp_raw(r, value + from, len - from);
+}
+
 void http_resp_header(struct http_req *r, const char *name, const char *value, size_t len)
 {
     out_str(r, name);
     out_str(r, ": ");
-    http_resp_raw(r, value, len);
+    size_t i = 0;
+    while (i < len && ((unsigned char)value[i] >= 0x20 || value[i] == '\t') && value[i] != 0x7f)
+        i++;
+    if (__builtin_expect(i == len, 1))
+        http_resp_raw(r, value, len);
+    else
+        header_value_encoded(r, value, len);
     out_str(r, "\r\n");
 }
 

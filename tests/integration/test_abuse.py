@@ -382,3 +382,113 @@ def test_root_without_user_stops_unless_allow_root():
         q.terminate()
         assert q.wait(20) == 0
     assert "serving as root: no 'user' is set, and 'allow_root = true'" in q.stderr.read()
+
+
+# ---- what reaches logs and replies ----
+
+def test_bare_cr_and_control_characters_in_every_line_protocol():
+    tmp = temp_dir()
+    hport, fport, cport, aport = free_port(), free_port(), free_port(), free_port()
+    os.makedirs(os.path.join(tmp, "ftp"))
+    write_secret(os.path.join(tmp, "admin.secret"), "abuse-admin-secret")
+    conf = ('http = ( { name = "web"; listen = [ "127.0.0.1:%d" ]; vhosts = ( %s ); } );\n'
+            % (hport, site(tmp))
+            + 'ftp = ( { name = "files"; listen = [ "127.0.0.1:%d" ]; root = "ftp";'
+            ' anonymous = true; } );\n' % fport
+            + chat_conf(listen=["127.0.0.1:%d" % cport])
+            + 'admin = { listen = [ "unix:run/admin.sock", "127.0.0.1:%d" ];'
+            ' secret = "admin.secret"; };\n' % aport)
+    srv = Server(conf, dir=tmp, workers=2)
+    srv.sock = os.path.join(tmp, "run", "admin.sock")
+    # HTTP: 400 for a CR without its LF anywhere in the head
+    s = connect_from("127.0.0.1", hport)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\rX-B: 2\r\n\r\n")
+    assert read_all(s).startswith(b"HTTP/1.1 400 ")
+    # FTP: 500 for the line, and the session goes on
+    s = connect_from("127.0.0.1", fport)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"220")
+    s.sendall(b"USER anonymous\rPASS x\r\n")
+    assert f.readline().startswith(b"500 Syntax error: a CR without its LF")
+    s.sendall(b"NOOP\x00\r\n")
+    assert f.readline().startswith(b"500 ")
+    s.sendall(b"USER anonymous\r\n")
+    assert f.readline().startswith(b"331")
+    s.close()
+    # chat: the line is refused and not said to anyone
+    c = ChatClient(("127.0.0.1", cport))
+    c.join("ann")
+    listener = ChatClient(("127.0.0.1", cport))
+    listener.join("bob")
+    c.send_line("hello\rworld")
+    assert b"line refused: control characters" in c.read_until(b"control characters\r\n")
+    c.send_line("plain")
+    got = listener.read_until(b"plain")
+    assert b"hello" not in got and b"world" not in got, got
+    # the console (after authentication too): 400
+    a = Admin(("127.0.0.1", aport))
+    (st, _), _, _ = a.auth("abuse-admin-secret")
+    assert st == 200
+    assert a.cmd("info\rx")[0] == 400
+    assert a.cmd("info")[0] == 200
+    a.close()
+    assert srv.stop() == 0
+
+
+def test_control_characters_never_reach_log_lines_or_response_headers():
+    import base64
+    tmp = temp_dir()
+    hport, fport = free_port(), free_port()
+    os.makedirs(os.path.join(tmp, "ftp"))
+    os.makedirs(os.path.join(tmp, "up"))
+    with open(os.path.join(tmp, "users"), "w") as f:
+        f.write("alice:%s\n" % sha512("Wonderland-7"))
+    conf = ('http = ( { name = "web"; listen = [ "127.0.0.1:%d" ]; vhosts = ( { names = [ "*" ];'
+            ' handlers = ( { type = "redirect"; path = "/r/"; pattern = "^/r/(.*)$";'
+            ' to = "/new/$1"; },'
+            ' { type = "put"; path = "/up/"; root = "up"; },'
+            ' { type = "auth"; path = "/p/"; users = "users"; },'
+            ' { type = "static"; path = "/"; root = "www"; } ); } ); } );\n' % hport
+            + 'ftp = ( { name = "files"; listen = [ "127.0.0.1:%d" ]; root = "ftp";'
+            ' users = "users"; login_failure_delay = 0.05; } );\n' % fport)
+    site(tmp)
+    srv = Server(conf, dir=tmp, workers=2)
+
+    def raw(req):
+        s = connect_from("127.0.0.1", hport)
+        s.sendall(req)
+        out = read_all(s)
+        s.close()
+        return out
+
+    # a decoded path (%0D%0A) in a Location: encoded again, never a header of its own
+    out = raw(b"GET /r/a%0d%0aSet-Cookie:%20evil=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = out.split(b"\r\n\r\n")[0]
+    assert b"\r\nLocation: /new/a%0D%0ASet-Cookie: evil=1\r\n" in head, head
+    assert b"\r\nSet-Cookie" not in head
+    out = raw(b"PUT /up/b%0d%0aX-Evil:%201 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+              b"Connection: close\r\n\r\nz")
+    head = out.split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 201") and b"\r\nX-Evil" not in head, head
+    assert b"Location: /up/b%0D%0AX-Evil: 1" in head
+    # a user name with a newline and an escape sequence: one log line, escaped
+    token = base64.b64encode(b"eve\nZ error sup FORGED\x1b[2J:x").decode()
+    out = raw(("GET /p/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nConnection: close"
+               "\r\n\r\n" % token).encode())
+    assert out.startswith(b"HTTP/1.1 401")
+    s = connect_from("127.0.0.1", fport)
+    fr = s.makefile("rb")
+    fr.readline()
+    s.sendall(b"USER mallory\x1b]0;owned\x07\r\nPASS x\r\n")
+    fr.readline()
+    assert fr.readline().startswith(b"530")
+    s.close()
+    srv.wait_log("login failed for user")
+    text = open(srv.log, "rb").read()
+    for line in text.split(b"\n"):
+        assert not any(ch < 0x20 and ch != 0x09 for ch in line), line
+        assert b"FORGED" not in line or b"authentication failed for user 'eve\\x0a" in line, line
+    assert b"user 'eve\\x0aZ error sup FORGED\\x1b[2J'" in text
+    assert b"mallory\\x1b]0;owned\\x07" in text
+    assert b"/up/b\\x0d\\x0aX-Evil: 1" in text
+    assert srv.stop() == 0
