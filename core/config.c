@@ -408,7 +408,7 @@ static int parse_sections(struct cfg_ctx *ctx, config_setting_t *root, struct co
 static int parse_throttle(struct cfg_ctx *ctx, config_setting_t *root, struct config *c)
 {
     static const char *const keys[] = {"slow_after", "max_failures", "window", "block", NULL};
-    long long slow = 3, max = 10, window = 600, block = 600;
+    long long slow = 5, max = 12, window = 600, block = 600;
     config_setting_t *g = config_setting_get_member(root, "login_throttle");
     if (g) {
         if (!config_setting_is_group(g))

@@ -155,7 +155,7 @@ struct count {
 
 static struct count *counts; /* COUNT_SLOTS, made at the first failure */
 /* The settings in force (throttle_configure) */
-static unsigned slow_after = 3, max_failures = 10;
+static unsigned slow_after = 5, max_failures = 12;
 static uint64_t window_ms = 600000, block_ms = 600000;
 
 void throttle_configure(const struct config *cfg)

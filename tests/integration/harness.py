@@ -180,7 +180,29 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        keep_logs(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def keep_logs(folder):
+    """Under ctest (MEDUSA_TEST_LOGS), every log a server wrote is kept for
+    tests/security/log_secrets.py, which reads them all for the suite's
+    passwords and secrets once every integration test has run."""
+    dest = os.environ.get("MEDUSA_TEST_LOGS")
+    if not dest:
+        return
+    os.makedirs(dest, exist_ok=True)
+    for d, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith((".log", ".err")) or name == "xferlog":
+                target = os.path.join(dest, "%d-%s-%s" % (os.getpid(), os.path.basename(d), name))
+                n = 0
+                while os.path.exists(target + (".%d" % n if n else "")):
+                    n += 1
+                try:
+                    shutil.copyfile(os.path.join(d, name), target + (".%d" % n if n else ""))
+                except OSError:
+                    pass
 
 
 def ctl(*args, stdin=None):
