@@ -48,7 +48,7 @@ def test_reload_refuses_a_broken_http_block_with_file_and_line():
     bad = ("grace_period = 20;\n" + http_conf(port, site("two")).replace(
         'type = "static"', 'type = "static"; colour = "red"'))
     out = srv.reload(bad)
-    assert "reload failed" in out and "medusa.conf:4: unknown key 'colour' in a handler" in out, out
+    assert "reload failed" in out and "medusa.conf:5: unknown key 'colour' in a handler" in out, out
     assert "old configuration is still active" in out
     assert curl(base + "/")[2] == b"one\n"
     assert srv.stop() == 0
