@@ -230,7 +230,13 @@ void *http_handler_ctx(const struct http_req *r, const struct http_handler *h);
 
 /* Building a response: start, headers, then exactly one of the finishers. */
 void http_resp_start(struct http_req *r, int status);
+/* value as it is: made by the server (numbers, dates, configured types).
+ * A value that holds bytes from a request or from outside (a decoded path
+ * in a Location) goes through http_resp_header_untrusted, which
+ * percent-encodes control characters, so no CR or LF can end the field. */
 void http_resp_header(struct http_req *r, const char *name, const char *value, size_t len);
+void http_resp_header_untrusted(struct http_req *r, const char *name, const char *value,
+                                size_t len);
 void http_resp_headerf(struct http_req *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void http_resp_raw(struct http_req *r, const char *s, size_t len);

@@ -113,18 +113,34 @@ void http_resp_start(struct http_req *r, int status)
     http_resp_start_reason(r, status, reason, strlen(reason));
 }
 
-/* A value with a control character in it (a CR or LF would end the field
- * and let the rest forge headers or a body: a Location made of a decoded
- * path, say) has each one percent-encoded, which a URI means anyway.
- * (A tab is a field value's own white space.) */
-static __attribute__((noinline)) void header_value_encoded(struct http_req *r, const char *value,
-                                                           size_t len)
+void http_resp_header(struct http_req *r, const char *name, const char *value, size_t len)
 {
-    log_warn(r->hc->c->peer, "control characters in a response header percent-encoded");
+    out_str(r, name);
+    out_str(r, ": ");
+    http_resp_raw(r, value, len);
+    out_str(r, "\r\n");
+}
+
+/* A CR or LF would end the field and let the rest forge headers or a body
+ * (a Location made of a decoded path, say): every control character is
+ * percent-encoded, which a URI means anyway. (A tab is a field value's own
+ * white space.) */
+void http_resp_header_untrusted(struct http_req *r, const char *name, const char *value, size_t len)
+{
+    size_t i = 0;
+    while (i < len && ((unsigned char)value[i] >= 0x20 || value[i] == '\t'))
+        i++;
+    if (i == len) {
+        http_resp_header(r, name, value, len);
+        return;
+    }
+    log_warn(r->hc->c->peer, "control characters in a response header (%s) percent-encoded", name);
+    out_str(r, name);
+    out_str(r, ": ");
     size_t from = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (; i < len; i++) {
         unsigned char ch = (unsigned char)value[i];
-        if ((ch >= 0x20 || ch == '\t') && ch != 0x7f)
+        if (ch >= 0x20 || ch == '\t')
             continue;
         char esc[4];
         snprintf(esc, sizeof esc, "%%%02X", ch);
@@ -133,19 +149,6 @@ static __attribute__((noinline)) void header_value_encoded(struct http_req *r, c
         from = i + 1;
     }
     http_resp_raw(r, value + from, len - from);
-}
-
-void http_resp_header(struct http_req *r, const char *name, const char *value, size_t len)
-{
-    out_str(r, name);
-    out_str(r, ": ");
-    size_t i = 0;
-    while (i < len && ((unsigned char)value[i] >= 0x20 || value[i] == '\t') && value[i] != 0x7f)
-        i++;
-    if (__builtin_expect(i == len, 1))
-        http_resp_raw(r, value, len);
-    else
-        header_value_encoded(r, value, len);
     out_str(r, "\r\n");
 }
 
@@ -384,7 +387,7 @@ size_t http_origin(struct http_req *r, char *out, size_t outlen)
 void http_redirect(struct http_req *r, int status, const char *location, size_t len)
 {
     http_resp_start(r, status);
-    http_resp_header(r, "Location", location, len);
+    http_resp_header_untrusted(r, "Location", location, len);
     struct sbuf sb = {0};
     sb_adds(&sb, "<!DOCTYPE html>\n<html><head><title>Moved</title></head><body><a href=\"");
     sb_add_html(&sb, location, len);

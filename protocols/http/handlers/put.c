@@ -153,7 +153,7 @@ static void put_on_body_end(struct http_req *r)
         http_resp_nobody(r);
     } else {
         http_resp_start(r, 201);
-        http_resp_header(r, "Location", r->path, strlen(r->path));
+        http_resp_header_untrusted(r, "Location", r->path, strlen(r->path));
         http_resp_body(r, "text/plain; charset=utf-8", LIT("created\n"));
     }
 }
