@@ -36,7 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fz_init();
     struct config *cfg = fz_config("medusa.conf", conf);
     w = fz_worker(cfg);
-    fz_sup_start(&chat_module, cfg);
+    fz_sup_start(&chat_module, NULL, cfg);
     return 0;
 }
 

@@ -32,6 +32,7 @@
 #include "core/supervisor.h"
 #include "core/worker.h"
 #include "protocols/chat/chat.h"
+#include "protocols/http/http.h"
 
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -134,6 +135,7 @@ int sup_drain(struct supervisor *s, int id, int restart, char *msg, size_t len)
 static struct worker *w;
 static char sock_path[108];
 static int tcp_port;
+static int baseline; /* events on the supervisor's loop without the console */
 static const char admin_secret[] = "admin-secret-for-fuzzing",
                   operator_secret[] = "operator-secret-for-fuzzing";
 
@@ -152,19 +154,26 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     close(lfd);
     snprintf(sock_path, sizeof sock_path, "%s", fz_path(0, "run/admin.sock"));
     char conf[1024];
-    snprintf(conf, sizeof conf,
-             "workers = 1;\n"
-             "chat = ( { name = \"chat\"; listen = [ \"127.0.0.1:1\" ]; } );\n"
-             "admin = { listen = [ \"unix:run/admin.sock\", \"127.0.0.1:%d\" ];\n"
-             "  secret = \"admin.secret\"; operator_secret = \"operator.secret\";\n"
-             "  max_sessions = 4; };\n",
-             tcp_port);
+    snprintf(
+        conf, sizeof conf,
+        "workers = 1;\n"
+        "chat = ( { name = \"chat\"; listen = [ \"127.0.0.1:1\" ]; } );\n"
+        "http = ( { name = \"web\"; listen = [ \"127.0.0.1:2\" ]; vhosts = ( { names = [ \"*\" ];\n"
+        "  handlers = ( { type = \"status\"; path = \"/\"; } ); } ); } );\n"
+        "admin = { listen = [ \"unix:run/admin.sock\", \"127.0.0.1:%d\" ];\n"
+        "  secret = \"admin.secret\"; operator_secret = \"operator.secret\";\n"
+        "  max_sessions = 4; };\n",
+        tcp_port);
     sup.cfg = fz_config("medusa.conf", conf);
     sup.path = strdup(fz_path(0, "medusa.conf"));
     if (!(sup.base = event_base_new()))
         abort();
     w = fz_worker(sup.cfg);
-    fz_sup_start(&chat_module, sup.cfg); /* "chat who", "chat say" */
+    /* the other modules' supervisor sides, for their console commands
+     * ("chat who", "upstream disable ...") */
+    fz_sup_start(&chat_module, &sup, sup.cfg);
+    fz_sup_start(&http_module, &sup, sup.cfg);
+    baseline = event_base_get_num_events(sup.base, EVENT_BASE_COUNT_ADDED);
     fz_also_run(w->base);
     return 0;
 }
@@ -242,14 +251,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock_path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        if (fd < 0 || fz_connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
             abort();
     } else {
         struct sockaddr_in sa = {.sin_family = AF_INET,
                                  .sin_port = htons((uint16_t)tcp_port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        if (fd < 0 || fz_connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
             abort();
     }
     struct auth a = {.secret = mode == 2 ? operator_secret : mode == 3 ? admin_secret : NULL};
@@ -262,7 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     event_base_loop(sup.base, EVLOOP_NONBLOCK);
     /* A stopped console leaves nothing on the loop: a timer left behind
      * (a question to workers nobody waits for) would fire on freed memory. */
-    int left = event_base_get_num_events(sup.base, EVENT_BASE_COUNT_ADDED);
+    int left = event_base_get_num_events(sup.base, EVENT_BASE_COUNT_ADDED) - baseline;
     if (left) {
         fprintf(stderr, "%d event(s) left on the supervisor's loop by a stopped console\n", left);
         abort();

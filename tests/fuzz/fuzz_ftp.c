@@ -92,7 +92,8 @@ static void data_connect(struct data_side *d, unsigned port)
     if (fd < 0)
         return;
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
-        (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS)) {
+        (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS &&
+         errno != EINTR)) {
         close(fd);
         return;
     }

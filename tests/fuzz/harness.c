@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,12 +132,12 @@ struct worker *fz_worker(struct config *cfg)
     return w;
 }
 
-void fz_sup_start(const struct module *m, struct config *cfg)
+void fz_sup_start(const struct module *m, struct supervisor *s, struct config *cfg)
 {
     unsigned id = module_id(m);
     char err[256];
     if (!id || id >= sizeof sup_state / sizeof *sup_state || !m->sup_init ||
-        m->sup_init(NULL, cfg, &sup_state[id], err, sizeof err) < 0)
+        m->sup_init(s, cfg, &sup_state[id], err, sizeof err) < 0)
         DIE("sup_init of %s", m->name);
 }
 
@@ -286,6 +287,25 @@ static void client_end(struct fz_client *cl)
     free(cl->out);
 }
 
+int fz_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (connect(fd, sa, len) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN)
+        return -1;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int rc, err = 0;
+    socklen_t el = sizeof err;
+    while ((rc = poll(&p, 1, 5000)) < 0 && errno == EINTR)
+        ;
+    if (rc <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+        errno = rc == 0 ? ETIMEDOUT : err ? err : errno;
+        return -1;
+    }
+    return 0;
+}
+
 int fz_tcp_listener(int *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -312,14 +332,17 @@ static void tcp_pair(const char *from, int *client, int *server, char *peer, siz
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                               .sin_port = htons((uint16_t)lport)};
     if (c < 0 || bind(c, (struct sockaddr *)&src, sizeof src) < 0 ||
-        connect(c, (struct sockaddr *)&dst, sizeof dst) < 0)
+        fz_connect(c, (struct sockaddr *)&dst, sizeof dst) < 0)
         DIE("loopback connect: %s", strerror(errno));
     struct sockaddr_in pa;
-    socklen_t pl = sizeof pa;
-    int s = accept4(lfd, (struct sockaddr *)&pa, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    socklen_t pl;
+    int s;
+    do { /* (libFuzzer's timers interrupt blocking calls) */
+        pl = sizeof pa;
+        s = accept4(lfd, (struct sockaddr *)&pa, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (s < 0 && errno == EINTR);
     if (s < 0)
         DIE("loopback accept: %s", strerror(errno));
-    fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
     char host[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &pa.sin_addr, host, sizeof host);
     snprintf(peer, peerlen, "%s:%u", host, ntohs(pa.sin_port));

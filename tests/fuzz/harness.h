@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 
 struct event_base;
+struct supervisor;
 struct worker;
 
 /* Once per process: the module list (as medusad's), logging to /dev/null
@@ -43,9 +44,9 @@ struct config *fz_config(const char *rel, const char *text);
 /* The worker (id 1) served by this thread, under cfg. */
 struct worker *fz_worker(struct config *cfg);
 /* A module's supervisor side (sup_init with no supervisor: for modules
- * that do not use it, as the chat room), answering the workers' messages
- * to the supervisor. */
-void fz_sup_start(const struct module *m, struct config *cfg);
+ * that do not use it, as the chat room; or a stand-in's), answering the
+ * workers' messages to the supervisor. */
+void fz_sup_start(const struct module *m, struct supervisor *s, struct config *cfg);
 void fz_sup_pump(void);
 /* A supervisor-side state made some other way (the console's). */
 void fz_sup_set_state(const struct module *m, void *state);
@@ -89,5 +90,8 @@ void fz_session(struct worker *w, const char *service, int tcp, const char *from
 void fz_client_session(struct event_base *base, int fd, const uint8_t *data, size_t size,
                        fz_output_fn *on_output, void *arg, void (*after_close)(void *arg));
 
+/* connect(2) that neither blocks for long nor fails on EINTR (libFuzzer's
+ * timers); leaves fd non-blocking. 0 or -1. */
+int fz_connect(int fd, const struct sockaddr *sa, socklen_t len);
 /* A loopback TCP listener of this process (127.0.0.1, a free port). */
 int fz_tcp_listener(int *port);
