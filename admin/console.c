@@ -454,7 +454,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct admin_session *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    while (!s->closing && !s->delay_ev) {
+    /* One command at a time: lines already read wait while the workers
+     * answer one (query_finish comes back here). */
+    while (!s->closing && !s->delay_ev && !s->query) {
         size_t len;
         char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
         if (!line) {

@@ -213,6 +213,7 @@ int users_load(struct cfg_ctx *ctx, const void *at, const char *path, struct use
             break;
         }
         if (!users_hash_supported(fields[1])) {
+            free(home);
             rc = cfg_error(ctx, where,
                            "%s:%d: user '%s': not a password hash medusa can verify (crypt(3): "
                            "yescrypt, bcrypt, sha512crypt, md5crypt, DES; htpasswd's apr1 and "
@@ -234,6 +235,8 @@ int users_load(struct cfg_ctx *ctx, const void *at, const char *path, struct use
     fclose(f);
     if (rc == 0 && !(out->dummy_hash = make_dummy(out)))
         rc = cfg_error(ctx, where, "out of memory");
+    if (rc < 0)
+        users_free(out); /* nothing half-loaded stays behind */
     return rc;
 }
 

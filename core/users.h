@@ -39,7 +39,8 @@ struct users {
 };
 
 /* Loads path (already resolved); errors name the file and line and are
- * reported at the configuration setting `at`. Returns 0 or -1. */
+ * reported at the configuration setting `at`. Returns 0, or -1 with *out
+ * empty (users_free on it is harmless). */
 int users_load(struct cfg_ctx *ctx, const void *at, const char *path, struct users *out);
 void users_free(struct users *u);
 /* 1 if hash is a kind users_verify can check. */

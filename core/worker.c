@@ -931,9 +931,10 @@ static void modules_dispose(struct worker *w)
             module_at(i)->worker_dispose(w->mstate[i]);
 }
 
-static void *worker_main(void *arg)
+/* What the worker's thread does first: its loop, its inbox, every
+ * module's worker state. 0, or -1 (worker_detach releases what was made). */
+int worker_attach(struct worker *w)
 {
-    struct worker *w = arg;
     log_set_thread(w->id);
     tls_thread_init(w->id);
     tls_thread_keys(w->tls_keys);
@@ -951,34 +952,69 @@ static void *worker_main(void *arg)
         !(w->lag_ev = evtimer_new(w->base, lag_cb, w)) ||
         bus_thread_init(w->id, w->base, dispatch, w) < 0) {
         log_error(NULL, "cannot start the event loop");
-        goto out;
+        return -1;
     }
+    w->attached = 1;
     lag_arm(w);
-    if (modules_init(w) == 0) { /* else leave: the supervisor takes back what it sent */
-        log_debug(NULL, "worker started");
-        event_base_dispatch(w->base);
-    }
+    return modules_init(w); /* else leave: the supervisor takes back what it sent */
+}
 
-    struct list *pos;
-    while ((pos = list_first(&w->listeners)))
-        listener_free(wlistener_of(pos));
-    /* Clients still sending their PROXY header when the worker ends. */
-    while ((pos = list_first(&w->proxy_waits)))
-        proxy_wait_free(list_entry(pos, struct proxy_wait, node), 1);
-    close_all(w);
-    modules_dispose(w);
-    bus_thread_fini();
-    tls_thread_keys(NULL);
-    conn_tls_thread_end();
-    throttle_thread_end();
-    log_debug(NULL, "worker stopped");
-out:
+/* What the worker's thread does last. */
+void worker_detach(struct worker *w)
+{
+    if (w->attached) {
+        struct list *pos;
+        while ((pos = list_first(&w->listeners)))
+            listener_free(wlistener_of(pos));
+        /* Clients still sending their PROXY header when the worker ends. */
+        while ((pos = list_first(&w->proxy_waits)))
+            proxy_wait_free(list_entry(pos, struct proxy_wait, node), 1);
+        close_all(w);
+        modules_dispose(w);
+        bus_thread_fini();
+        tls_thread_keys(NULL);
+        conn_tls_thread_end();
+        w->attached = 0;
+    }
+    throttle_thread_end(); /* (worker_attach installed them first thing) */
     if (w->resume_ev)
         event_free(w->resume_ev);
     if (w->grace_ev)
         event_free(w->grace_ev);
     if (w->lag_ev)
         event_free(w->lag_ev);
+    w->resume_ev = w->grace_ev = w->lag_ev = NULL;
+}
+
+void worker_close_conns(struct worker *w)
+{
+    close_all(w);
+}
+
+int worker_accept_fd(struct worker *w, const char *service, int fd, const char *peer)
+{
+    const struct service *svc = config_service(w->cfg, service);
+    if (!svc) {
+        close(fd);
+        errno = ENOENT;
+        return -1;
+    }
+    int domain = AF_UNIX;
+    socklen_t len = sizeof domain;
+    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+    hand_over(w, w->cfg, svc, fd, peer, service, domain == AF_UNIX, 0, 0, 0);
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    if (worker_attach(w) == 0) {
+        log_debug(NULL, "worker started");
+        event_base_dispatch(w->base);
+        log_debug(NULL, "worker stopped");
+    }
+    worker_detach(w);
     struct msg m = {.type = MSG_WORKER_EXITED, .from = (uint16_t)w->id};
     bus_send(BUS_SUPERVISOR, &m);
     return NULL;

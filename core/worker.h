@@ -52,6 +52,7 @@ struct worker {
     void *throttle;               /* the login waits it starts with (core/throttle.h) */
     unsigned long per_ip_refused; /* refusals at max_conns_per_ip since the last log line */
     time_t per_ip_logged;         /* when that line was */
+    int attached;                 /* a thread serves it (worker_attach) */
 };
 
 /* ---- for modules, on the worker's own thread ---- */
@@ -74,6 +75,22 @@ int worker_start(struct worker *w);
 void worker_join_free(struct worker *w);
 /* A worker that never started. */
 void worker_free(struct worker *w);
+
+/* ---- a worker served by the calling thread ----
+ * What the worker's own thread does when it starts (worker_attach: its
+ * event loop in w->base, its bus inbox, every module's worker state) and
+ * when it ends (worker_detach: listeners and connections closed, module
+ * state disposed). The worker thread is these two around
+ * event_base_dispatch; in-process tests (tests/fuzz) call them on their own
+ * thread, run w->base themselves, and hand the worker connections with
+ * worker_accept_fd, the path an accepted connection takes on a plain
+ * listener of `service`. attach: 0 or -1 (detach still follows); accept:
+ * 0, or -1 (fd closed) when the snapshot has no such service. */
+int worker_attach(struct worker *w);
+void worker_detach(struct worker *w);
+int worker_accept_fd(struct worker *w, const char *service, int fd, const char *peer);
+/* Closes every connection now, as a stop's grace period ends. */
+void worker_close_conns(struct worker *w);
 
 /* For conn.c: the connection left the worker's list. */
 void worker_conn_gone(struct worker *w);

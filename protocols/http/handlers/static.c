@@ -280,8 +280,10 @@ static int not_modified(struct http_req *r, const struct fentry *e)
 static int accepts_gzip(const struct http_req *r)
 {
     const struct http_str *ae = &r->known[HK_ACCEPT_ENCODING];
+    if (!ae->p) /* (no arithmetic on the absent header's NULL) */
+        return 0;
     const char *p = ae->p, *end = ae->p + ae->len;
-    while (p && p < end) {
+    while (p < end) {
         while (p < end && (*p == ' ' || *p == ','))
             p++;
         const char *tok = p;
