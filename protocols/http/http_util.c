@@ -325,7 +325,8 @@ struct mime_table *mime_load(const char *path, char *err, size_t errlen)
         goto oom;
     free(line);
     fclose(f);
-    qsort(t->e, t->n, sizeof *t->e, mime_cmp);
+    if (t->n > 1) /* a file of no extensions has no array: qsort's base may not be NULL */
+        qsort(t->e, t->n, sizeof *t->e, mime_cmp);
     /* A later line wins for a repeated extension, as in nginx: keep the
      * last of each run (qsort is not stable, so the file order is lost;
      * repeated extensions are a configuration smell, not a feature). */

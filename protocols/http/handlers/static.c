@@ -429,7 +429,8 @@ static void serve_listing(struct http_req *r, struct fentry *dir)
         n++;
     }
     closedir(d);
-    qsort(v, n, sizeof *v, cmp_listed);
+    if (n > 1) /* an empty folder has no array: qsort's base may not be NULL */
+        qsort(v, n, sizeof *v, cmp_listed);
     struct sbuf sb = {0};
     sb_adds(&sb, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
     sb_add_html(&sb, r->path, strlen(r->path));
