@@ -276,7 +276,8 @@ static int authenticate(const char *secret)
     return 0;
 }
 
-/* 0 for a 200 reply, 1 for another, -1 when the connection failed. */
+/* 0 for a 200 reply, 1 for another or when the reply cannot be written
+ * (stdout a full disk, a closed pipe), -1 when the connection failed. */
 static int run(const char *line, int to_stdout_always)
 {
     char *body;
@@ -287,9 +288,12 @@ static int run(const char *line, int to_stdout_always)
     FILE *dst = st == 200 || to_stdout_always ? stdout : stderr;
     if (st != 200 && to_stdout_always)
         fprintf(dst, "[%d] ", st);
-    fwrite(body, 1, blen, dst);
-    fflush(dst);
+    int written = fwrite(body, 1, blen, dst) == blen && fflush(dst) == 0;
     free(body);
+    if (!written) {
+        fprintf(stderr, "medusactl: cannot write the reply: %s\n", strerror(errno));
+        return 1;
+    }
     return st == 200 ? 0 : 1;
 }
 
