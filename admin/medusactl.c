@@ -330,7 +330,8 @@ static void learn_words(void)
     size_t blen;
     if (send_line("help") < 0 || read_reply(&body, &blen) != 200)
         return;
-    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+    char *save;
+    for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (strncmp(line, "  ", 2) != 0 || strlen(line) < 36)
             continue;
         line[36] = '\0';

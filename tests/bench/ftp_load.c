@@ -70,7 +70,7 @@ static int reply(struct ctl *c, char *last, size_t lastlen)
 {
     int multi = 0, code = -1;
     for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
+        char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
         if (!nl) {
             if (c->len == sizeof c->buf)
                 c->len = 0;
