@@ -199,7 +199,8 @@ static int read_reply(char **body, size_t *blen)
     int status;
     size_t len;
     char nl;
-    if (sscanf(head, "%d %zu%c", &status, &len, &nl) != 3 || nl != '\n' || len > (64u << 20)) {
+    if (sscanf(head, "%d %zu%c", &status, &len, &nl) != 3 || nl != '\n' || status < 100 ||
+        status > 999 || len > (64u << 20)) {
         fprintf(stderr, "medusactl: %s sent a malformed reply: %.40s\n", where, head);
         return -1;
     }
@@ -328,8 +329,13 @@ static void learn_words(void)
 {
     char *body;
     size_t blen;
-    if (send_line("help") < 0 || read_reply(&body, &blen) != 200)
+    int st;
+    if (send_line("help") < 0 || (st = read_reply(&body, &blen)) < 0)
         return;
+    if (st != 200) {
+        free(body);
+        return;
+    }
     char *save;
     for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (strncmp(line, "  ", 2) != 0 || strlen(line) < 36)
