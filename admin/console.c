@@ -713,6 +713,7 @@ int admin_console_start(struct supervisor *sup, const struct config *cfg, void *
                 *slash = '\0';
                 if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
                     snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+                    free(l); /* not on a->listeners yet */
                     admin_console_stop(a);
                     return -1;
                 }

@@ -199,7 +199,8 @@ static int read_reply(char **body, size_t *blen)
     int status;
     size_t len;
     char nl;
-    if (sscanf(head, "%d %zu%c", &status, &len, &nl) != 3 || nl != '\n' || len > (64u << 20)) {
+    if (sscanf(head, "%d %zu%c", &status, &len, &nl) != 3 || nl != '\n' || status < 100 ||
+        status > 999 || len > (64u << 20)) {
         fprintf(stderr, "medusactl: %s sent a malformed reply: %.40s\n", where, head);
         return -1;
     }
@@ -276,7 +277,8 @@ static int authenticate(const char *secret)
     return 0;
 }
 
-/* 0 for a 200 reply, 1 for another, -1 when the connection failed. */
+/* 0 for a 200 reply, 1 for another or when the reply cannot be written
+ * (stdout a full disk, a closed pipe), -1 when the connection failed. */
 static int run(const char *line, int to_stdout_always)
 {
     char *body;
@@ -287,9 +289,12 @@ static int run(const char *line, int to_stdout_always)
     FILE *dst = st == 200 || to_stdout_always ? stdout : stderr;
     if (st != 200 && to_stdout_always)
         fprintf(dst, "[%d] ", st);
-    fwrite(body, 1, blen, dst);
-    fflush(dst);
+    int written = fwrite(body, 1, blen, dst) == blen && fflush(dst) == 0;
     free(body);
+    if (!written) {
+        fprintf(stderr, "medusactl: cannot write the reply: %s\n", strerror(errno));
+        return 1;
+    }
     return st == 200 ? 0 : 1;
 }
 
@@ -324,9 +329,15 @@ static void learn_words(void)
 {
     char *body;
     size_t blen;
-    if (send_line("help") < 0 || read_reply(&body, &blen) != 200)
+    int st;
+    if (send_line("help") < 0 || (st = read_reply(&body, &blen)) < 0)
         return;
-    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+    if (st != 200) {
+        free(body);
+        return;
+    }
+    char *save;
+    for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (strncmp(line, "  ", 2) != 0 || strlen(line) < 36)
             continue;
         line[36] = '\0';

@@ -177,7 +177,7 @@ void bus_thread_fini(void)
             struct pending *p = s->head[to];
             int pushed = 0;
             long waited = 0;
-            while (bus_is_live(to) && !(pushed = queue_push(q, &p->m) == 0) &&
+            while (bus_is_live(to) && !(pushed = (queue_push(q, &p->m) == 0)) &&
                    waited < FINI_WAIT_MS) {
                 sched_yield(); /* the receiver is busy: it will make room */
                 clock_gettime(CLOCK_MONOTONIC, &now);

@@ -60,7 +60,7 @@ typedef void bus_dispatch_fn(struct msg *m, void *arg);
 
 /* Supervisor: create the inbox for id (idempotent). 0 or -1. */
 int bus_register(int id);
-void bus_set_live(int id, int live);
+void bus_set_live(int id, int on);
 int bus_is_live(int id);
 /* Highest worker id ever made live; iterate 1..n and skip dead slots. */
 int bus_max_worker(void);

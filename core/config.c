@@ -373,6 +373,9 @@ static int parse_services(struct cfg_ctx *ctx, config_setting_t *root, struct co
     /* Names and addresses must be unique across every service. */
     for (size_t i = 0; i < c->nservices && rc == 0; i++) {
         for (size_t j = 0; j < i && rc == 0; j++)
+            /* cfg_error() is always -1, and every 0 return has set the name (the analyzer sees one
+             * file) */
+            /* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
             if (strcmp(c->services[i].name, c->services[j].name) == 0)
                 rc = cfg_error(ctx, config_setting_get_member(blocks[i], "name"),
                                "duplicate service name '%s'", c->services[i].name);

@@ -85,7 +85,7 @@ int cfg_check_keys(struct cfg_ctx *ctx, const config_setting_t *group, const cha
                    const char *const *keys, const char *const *more);
 /* A listen setting: one address string or a list of them (listener.h
  * forms); *out is allocated. */
-int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *setting, struct listen_addr **out,
+int cfg_listen(struct cfg_ctx *ctx, const config_setting_t *l, struct listen_addr **out,
                size_t *nout);
 /* A tls_listen setting: its addresses, marked tls, appended to *list. */
 int cfg_listen_tls(struct cfg_ctx *ctx, const config_setting_t *setting, struct listen_addr **list,

@@ -144,7 +144,7 @@ static inline ssize_t conn_write(struct conn *c, const void *buf, size_t len, sh
 
 /* What travels in MSG_CONN_MOVE; owned by the message. */
 struct conn_move;
-void conn_move_free(void *mv);
+void conn_move_free(void *p);
 /* The supervisor's view of a move, to say where it goes. */
 uint64_t conn_move_id(const struct conn_move *mv);
 

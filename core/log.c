@@ -217,7 +217,7 @@ void log_vmsg(enum log_level level, const char *peer, const char *fmt, va_list a
         va_end(ap2);
         return;
     }
-    if ((size_t)(n + m + 1) >= sizeof stack) {
+    if ((size_t)n + (size_t)m + 1 >= sizeof stack) {
         /* A long message gets a heap line rather than being cut short. */
         buf = malloc((size_t)n + (size_t)m + 2);
         if (!buf) {

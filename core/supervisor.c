@@ -488,6 +488,8 @@ static int drop_privileges(const struct config *cfg)
                   cfg->path);
         return -1;
     }
+    /* Before any worker starts, so one thread: getpwnam and getgrnam are safe. */
+    /* cppcheck-suppress getpwnamCalled */
     struct passwd *pw = getpwnam(cfg->user);
     if (!pw) {
         log_error(NULL, "user '%s' does not exist", cfg->user);
@@ -495,6 +497,7 @@ static int drop_privileges(const struct config *cfg)
     }
     gid_t gid = pw->pw_gid;
     if (cfg->group) {
+        /* cppcheck-suppress getgrnamCalled */
         struct group *gr = getgrnam(cfg->group);
         if (!gr) {
             log_error(NULL, "group '%s' does not exist", cfg->group);

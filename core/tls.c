@@ -634,6 +634,8 @@ int cfg_tls(struct cfg_ctx *ctx, const config_setting_t *block, const char *serv
             int v;
             if (parse_version(ctx, config_setting_get_elem(p, (unsigned)i), &v) < 0)
                 return -1;
+            /* parse_version sets v whenever it returns 0 (its error is cfg_error's -1) */
+            /* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
             ts->min_version = v < ts->min_version ? v : ts->min_version;
             ts->max_version = v > ts->max_version ? v : ts->max_version;
         }

@@ -69,7 +69,7 @@ void tls_keys_set_rotation(unsigned rotate_s);
 void tls_keys_stop(void);
 /* Supervisor: a reference to the current set, for a worker being made. */
 struct tls_keys *tls_keys_current(void);
-void tls_keys_unref(void *keys);
+void tls_keys_unref(void *p);
 /* The calling thread's counters slot (bus id) and its key set; takes the
  * reference (the previous one is dropped). */
 void tls_thread_init(int slot);

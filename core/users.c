@@ -140,7 +140,8 @@ static int sha_b64(const char *pass, char *out)
     unsigned dl = 0;
     if (!EVP_Digest(pass, strlen(pass), d, &dl, EVP_sha1(), NULL) || dl != 20)
         return -1;
-    memcpy(out, "{SHA}", 5);
+    /* EVP_EncodeBlock writes the rest, and the NUL */
+    memcpy(out, "{SHA}", 5); /* NOLINT(bugprone-not-null-terminated-result) */
     EVP_EncodeBlock((unsigned char *)out + 5, d, (int)dl);
     return 0;
 }

@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ACCEPT_BATCH 64
@@ -855,7 +856,8 @@ static void dispatch(struct msg *m, void *arg)
         if (getenv("MEDUSA_TEST_HOOKS")) { /* tests of the watchdog only */
             log_warn(NULL, "stalling the event loop for %llu ms (test hook)",
                      (unsigned long long)m->a);
-            usleep((useconds_t)(m->a * 1000));
+            struct timespec stall = {(time_t)(m->a / 1000), (long)(m->a % 1000) * 1000000};
+            nanosleep(&stall, NULL);
         }
         break;
     default:

@@ -218,13 +218,14 @@ static void remember(struct chat_worker *cw, int sender, uint64_t seq, const cha
 
 /* A room event: to every local user in the room except `except`; owner as
  * for remember(). */
-static void deliver(struct chat_worker *cw, struct chat_user *except, int sender, uint64_t seq,
-                    const char *line, size_t len, void *owner)
+static void deliver(struct chat_worker *cw, const struct chat_user *except, int sender,
+                    uint64_t seq, const char *line, size_t len, void *owner)
 {
     if (seq > cw->recv[sender])
         cw->recv[sender] = seq;
     remember(cw, sender, seq, line, len, owner);
     struct list *pos;
+    /* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): u == except (NULL) is not pos == NULL */
     list_for_each(pos, &cw->users)
     {
         struct chat_user *u = user_of(pos);

@@ -80,8 +80,8 @@ extern _Atomic uint64_t chat_room_users;
 /* Supervisor side (chat_room.c). */
 int chat_room_start(struct supervisor *s, const struct config *cfg, void **state, char *err,
                     size_t errlen);
-void chat_room_stop(void *room);
-void chat_room_message(void *room, struct msg *m);
+void chat_room_stop(void *arg);
+void chat_room_message(void *arg, struct msg *m);
 extern const struct module_command chat_commands[];
 
 /* Sends a copy of a NUL-terminated string; the receiver frees it. */

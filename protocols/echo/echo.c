@@ -34,7 +34,8 @@ static int echo_parse(struct cfg_ctx *ctx, const config_setting_t *block, void *
 {
     struct echo_cfg *e = calloc(1, sizeof *e);
     long long max = 65536;
-    if (!(*out = e))
+    *out = e; /* the caller frees it, on failure too */
+    if (!e)
         return cfg_error(ctx, block, "out of memory");
     e->idle_ms = 300000;
     if (cfg_int(ctx, block, "max_output", 1024, 1 << 30, &max) < 0 ||

@@ -139,7 +139,8 @@ static int parse_passive_ports(struct cfg_ctx *ctx, const config_setting_t *bloc
 static int ftp_parse(struct cfg_ctx *ctx, const config_setting_t *block, void **out)
 {
     struct ftp_cfg *f = calloc(1, sizeof *f);
-    if (!(*out = f))
+    *out = f; /* the caller frees it, on failure too */
+    if (!f)
         return cfg_error(ctx, block, "out of memory");
     f->xferlog_fd = -1;
     f->max_login_failures = 3;

@@ -202,13 +202,13 @@ size_t ftp_list_line(char *out, size_t len, const char *name, const struct stat 
     char perms[11] = {type_char(m),
                       m & S_IRUSR ? 'r' : '-',
                       m & S_IWUSR ? 'w' : '-',
-                      m & S_ISUID ? (m & S_IXUSR ? 's' : 'S') : (m & S_IXUSR ? 'x' : '-'),
+                      (m & S_ISUID) ? (m & S_IXUSR ? 's' : 'S') : (m & S_IXUSR ? 'x' : '-'),
                       m & S_IRGRP ? 'r' : '-',
                       m & S_IWGRP ? 'w' : '-',
-                      m & S_ISGID ? (m & S_IXGRP ? 's' : 'S') : (m & S_IXGRP ? 'x' : '-'),
+                      (m & S_ISGID) ? (m & S_IXGRP ? 's' : 'S') : (m & S_IXGRP ? 'x' : '-'),
                       m & S_IROTH ? 'r' : '-',
                       m & S_IWOTH ? 'w' : '-',
-                      m & S_ISVTX ? (m & S_IXOTH ? 't' : 'T') : (m & S_IXOTH ? 'x' : '-'),
+                      (m & S_ISVTX) ? (m & S_IXOTH ? 't' : 'T') : (m & S_IXOTH ? 'x' : '-'),
                       '\0'};
     struct tm tm;
     gmtime_r(&st->st_mtime, &tm);

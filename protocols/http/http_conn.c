@@ -385,6 +385,8 @@ static __attribute__((noinline)) ssize_t tls_send_mem(struct http_conn *hc, stru
         size_t m = mem < sizeof tls_out - k ? mem : sizeof tls_out - k;
         if (k)
             memcpy(tls_out, r->out + r->out_off, k);
+        /* 0 when head fills tls_out, which cppcheck 2.10 misses */
+        /* cppcheck-suppress knownConditionTrueFalse */
         if (m)
             memcpy(tls_out + k, r->mem + r->mem_off, m);
         ssize_t n = conn_seal(hc->c, tls_out, k + m);

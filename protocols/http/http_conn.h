@@ -79,7 +79,7 @@ void http_worker_config(void *state, struct config *cfg);
 void http_accept(void *state, struct conn *c);
 void http_adopt(void *state, struct conn *c, void *blob);
 void http_closed(void *state, struct conn *c);
-void http_drain(void *state, struct conn *c, unsigned grace_ms, int move);
+void http_drain(void *state, struct conn *c, unsigned grace_ms, int moving);
 void http_describe(void *state, struct conn *c, char *buf, size_t len);
 void http_message(void *state, struct msg *m);
 /* http_conn.c: for the other files */

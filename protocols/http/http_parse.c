@@ -52,6 +52,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         if (r->nhdrs >= r->srv->max_headers)
             return fail(r, 431);
         if (r->nhdrs == r->hdrs_cap) {
+            /* hdrs_cap starts at HDRS_INITIAL (http_conn.c), never 0 */
+            /* NOLINTNEXTLINE(clang-analyzer-optin.portability.UnixAPI) */
             struct http_hdr *h = realloc(r->hdrs, 2 * r->hdrs_cap * sizeof *h);
             if (!h)
                 return fail(r, 500);

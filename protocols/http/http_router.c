@@ -96,9 +96,9 @@ void http_route(struct http_req *r)
     /* origin-form, or absolute-form whose authority then stands for Host */
     const char *t = r->target.p;
     size_t tl = r->target.len;
-    size_t scheme = tl > 7 && strncasecmp(t, LIT("http://")) == 0    ? sizeof "http://" - 1
-                    : tl > 8 && strncasecmp(t, LIT("https://")) == 0 ? sizeof "https://" - 1
-                                                                     : 0;
+    size_t scheme = tl > 7 && strncasecmp(t, LIT("http://")) == 0 ? sizeof "http://" - 1 : 0;
+    if (!scheme && tl > 8 && strncasecmp(t, LIT("https://")) == 0)
+        scheme = sizeof "https://" - 1;
     if (scheme) {
         const char *auth = t + scheme;
         const char *slash = memchr(auth, '/', (size_t)(t + tl - auth));

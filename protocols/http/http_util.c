@@ -122,6 +122,7 @@ time_t http_date_parse(const char *s, size_t len)
     buf[len] = '\0';
     struct tm tm = {0};
     int n = 0, consumed = 0;
+    /* One branch a format, so two are alike. NOLINTBEGIN(bugprone-branch-clone) */
     /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
     if (sscanf(buf, "%3s, %2d %3s %4d %2d:%2d:%2d GMT%n", wd, &tm.tm_mday, mon, &tm.tm_year,
                &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) == 7 &&
@@ -138,7 +139,7 @@ time_t http_date_parse(const char *s, size_t len)
                       &tm.tm_min, &tm.tm_sec, &tm.tm_year, &consumed) == 7 &&
                consumed == (int)len) {
         n = 1; /* asctime */
-    }
+    }          /* NOLINTEND(bugprone-branch-clone) */
     if (!n)
         return -1;
     tm.tm_mon = month_index(mon);
@@ -325,7 +326,8 @@ struct mime_table *mime_load(const char *path, char *err, size_t errlen)
         goto oom;
     free(line);
     fclose(f);
-    qsort(t->e, t->n, sizeof *t->e, mime_cmp);
+    if (t->n > 1) /* a file of no extensions has no array: qsort's base may not be NULL */
+        qsort(t->e, t->n, sizeof *t->e, mime_cmp);
     /* A later line wins for a repeated extension, as in nginx: keep the
      * last of each run (qsort is not stable, so the file order is lost;
      * repeated extensions are a configuration smell, not a feature). */

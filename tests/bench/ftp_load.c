@@ -70,7 +70,7 @@ static int reply(struct ctl *c, char *last, size_t lastlen)
 {
     int multi = 0, code = -1;
     for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
+        char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
         if (!nl) {
             if (c->len == sizeof c->buf)
                 c->len = 0;
@@ -218,13 +218,18 @@ int main(int argc, char **argv)
         int n = atoi(argv[4]);
         double secs = atof(argv[5]);
         file = argv[6];
-        pthread_t *t = calloc((size_t)n, sizeof *t);
+        pthread_t *t = n > 0 ? calloc((size_t)n, sizeof *t) : NULL;
+        if (!t) {
+            fprintf(stderr, "ftp_load: %d sessions: %s\n", n, n > 0 ? "out of memory" : "too few");
+            return 2;
+        }
         double t0 = now();
         deadline = t0 + secs;
         for (int i = 0; i < n; i++)
             pthread_create(&t[i], NULL, client, NULL);
         for (int i = 0; i < n; i++)
             pthread_join(t[i], NULL);
+        free(t);
         double t1 = now();
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);

@@ -111,6 +111,14 @@ def test_framing_and_every_read_only_command(env):
     assert "admin command:" not in body and "admin session" not in body, body
 
 
+def test_a_reply_that_cannot_be_written_fails(env):
+    # A full disk behind stdout is exit status 1 and a message, not 0.
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([MEDUSACTL, "-s", env.sock, "info"], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+    assert p.returncode == 1 and "cannot write the reply" in p.stderr, p
+
+
 def test_conns_kill_and_chat_commands(env):
     sock = env.sock
     a = Admin(sock)

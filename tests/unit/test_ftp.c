@@ -244,6 +244,7 @@ static void test_users_file(void **state)
     char path[256], err[512];
     snprintf(path, sizeof path, "%s/users", dir);
     FILE *f = fopen(path, "w");
+    assert_non_null(f);
     fprintf(f, "# comment\n\nalice:$6$salt$hash:home/alice:read,write,delete,mkdir,rename\n"
                "bob:$6$x$y\ncarol:$6$x$y:/srv/carol\ndave:$6$x$y::write\n");
     fclose(f);
@@ -265,6 +266,7 @@ static void test_users_file(void **state)
     const char *bad[] = {"nohash\n", ":x\n", "a:$6$x$y:h:read,fly\n", "a:h\na:h\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         f = fopen(path, "w");
+        assert_non_null(f);
         fputs(bad[i], f);
         fclose(f);
         if (users_load(&ctx, NULL, path, &u) == 0)

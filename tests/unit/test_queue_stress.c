@@ -55,8 +55,9 @@ int main(int argc, char **argv)
         struct msg m;
         while (queue_pop(q, &m)) {
             if (m.from >= PRODUCERS || m.a != next[m.from] || m.b != m.a * 31 + m.from) {
+                unsigned long long want = m.from < PRODUCERS ? next[m.from] : 0;
                 fprintf(stderr, "producer %u: got %llu, expected %llu\n", m.from,
-                        (unsigned long long)m.a, (unsigned long long)next[m.from]);
+                        (unsigned long long)m.a, want);
                 return 1;
             }
             next[m.from]++;

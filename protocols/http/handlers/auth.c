@@ -62,7 +62,6 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
     struct auth_conf *ac = h->conf;
     struct auth_worker *aw = http_handler_ctx(r, h);
     const struct http_str *a = &r->known[HK_AUTHORIZATION];
-    char decoded[768 + 4];
     const size_t basic = sizeof "Basic " - 1;
     if (a->p && a->len > basic && strncasecmp(a->p, LIT("Basic ")) == 0) {
         const char *b64 = a->p + basic;
@@ -70,6 +69,7 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
         while (bl && *b64 == ' ')
             b64++, bl--;
         if (bl && bl % 4 == 0 && bl <= 1024) {
+            char decoded[768 + 4];
             int n = EVP_DecodeBlock((unsigned char *)decoded, (const unsigned char *)b64, (int)bl);
             if (n >= 0) {
                 n -= (b64[bl - 1] == '=') + (b64[bl - 2] == '=');

@@ -25,7 +25,6 @@
 struct put_conf {
     char *dir;
     int dirfd;
-    long long max_size;
 };
 
 struct upload {
@@ -90,7 +89,7 @@ static enum http_action put_on_req(struct http_handler *h, struct http_req *r)
     for (int attempt = 0; attempt < 16 && u->fd < 0; attempt++) {
         unsigned rnd;
         if (getentropy(&rnd, sizeof rnd) < 0)
-            rnd = (unsigned)rand();
+            rnd = (unsigned)rand(); /* NOLINT(cert-msc30-c): O_EXCL guards the name, not secrecy */
         snprintf(u->tmp, sizeof u->tmp, ".%.*s.%08x.part", NAME_MAX - 24, name, rnd);
         u->fd =
             openat(u->dirfd, u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);

@@ -165,11 +165,11 @@ static void servers(enum status_format fmt, const struct config *cfg, struct sbu
                 continue;
             struct srv_sum one = {0};
             sum_slot(&one, http_counters_slot(srv->stats, w));
-            char label[64];
             if (fmt == JSON) {
                 sb_adds(sb, wfirst ? "" : ",");
                 json_server(sb, NULL, &one, w);
             } else {
+                char label[64];
                 snprintf(label, sizeof label, "  worker %d", w);
                 html_row(sb, label, &one);
             }

@@ -575,6 +575,8 @@ static int on_resp_headers(llhttp_t *p)
         if (response_drops(k, status) ||
             (conn && !(k == HN_UPGRADE && status == 101) && has_token(conn, conn_len, n, nl)))
             continue;
+        /* v points into pr->in, the head llhttp parsed: never NULL with headers */
+        /* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
         if (vl && (memchr(v, '\n', vl) || memchr(v, '\r', vl))) {
             log_info(pr->uc->addr, "upstream header %.*s with a line break dropped", (int)nl, n);
             continue; /* obs-fold: never passed to the client */
@@ -667,7 +669,6 @@ static void read_response(struct px_req *pr)
                 upstream_error(pr, PXE_BAD_RESPONSE);
                 return;
             }
-            cap = pr->in_cap;
         } else {
             char *b = realloc(pr->in, cap);
             if (!b) {
