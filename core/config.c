@@ -476,6 +476,59 @@ static int parse_root(struct cfg_ctx *ctx, config_setting_t *root, struct config
     return parse_services(ctx, root, c) < 0 ? -1 : parse_sections(ctx, root, c);
 }
 
+/* libconfig's scanner (flex) calls exit() when it cannot read what it
+ * opened: `@include "a-folder"` (or a name cut short by a NUL, which names
+ * the folder itself) would end a running server on reload. So every
+ * @include, in every file included, must name a regular file before
+ * libconfig reads anything. 0, or -1 with FILE:LINE: message. */
+static int check_includes(const char *file, const char *dir, int depth, char *err, size_t errlen)
+{
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return 0; /* libconfig says why, with its own words */
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    for (int ln = 1; rc == 0 && (n = getline(&line, &cap, f)) > 0; ln++) {
+        const char *p = line + strspn(line, " \t");
+        if (strncmp(p, "@include", 8) != 0)
+            continue;
+        p += 8;
+        p += strspn(p, " \t");
+        const char *end = *p == '"' ? memchr(p + 1, '"', (size_t)(line + n - (p + 1))) : NULL;
+        if (!end) /* libconfig reports the syntax */
+            continue;
+        size_t len = (size_t)(end - (p + 1));
+        char name[PATH_MAX], full[PATH_MAX];
+        struct stat st;
+        if (memchr(p + 1, '\0', len) || len >= sizeof name) {
+            snprintf(err, errlen, "%s:%d: @include: a NUL or an over-long name", file, ln);
+            rc = -1;
+            break;
+        }
+        memcpy(name, p + 1, len);
+        name[len] = '\0';
+        snprintf(full, sizeof full, "%s%s%s", name[0] == '/' ? "" : dir, name[0] == '/' ? "" : "/",
+                 name);
+        if (stat(full, &st) < 0)
+            continue; /* "cannot open include file": libconfig's message */
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(err, errlen, "%s:%d: @include \"%s\" is not a regular file%s", file, ln, name,
+                     S_ISDIR(st.st_mode) ? " (a folder: include each file by its name)" : "");
+            rc = -1;
+        } else if (depth >= 10) {
+            snprintf(err, errlen, "%s:%d: @include nested more than 10 deep", file, ln);
+            rc = -1;
+        } else {
+            rc = check_includes(full, dir, depth + 1, err, errlen);
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
 /* libconfig says only "syntax error" and a line: add the line itself, the
  * token it stumbled on where that can be told, and a hint for the two
  * usual causes (nginx's "key value;" shape, and a bracket left open, which
@@ -545,7 +598,9 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     config_set_include_dir(&cf, c->dir);
     struct cfg_ctx ctx = {.file = path, .dir = c->dir, .err = err, .errlen = errlen};
     int rc;
-    if (!config_read_file(&cf, path)) {
+    if (check_includes(path, c->dir, 0, err, errlen) < 0) {
+        rc = -1;
+    } else if (!config_read_file(&cf, path)) {
         if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
             snprintf(err, errlen, "%s:0: cannot read: %s", path, strerror(errno));
         else

@@ -492,3 +492,25 @@ def test_control_characters_never_reach_log_lines_or_response_headers():
     assert b"mallory\\x1b]0;owned\\x07" in text
     assert b"/up/b\\x0d\\x0aX-Evil: 1" in text
     assert srv.stop() == 0
+
+
+def test_an_include_of_a_folder_is_an_error_not_an_exit_on_reload():
+    """libconfig's scanner exit()s when it cannot read what @include opened
+    (a folder, or a name a NUL cuts short): found by fuzz_config."""
+    tmp = temp_dir()
+    port = free_port()
+    os.makedirs(os.path.join(tmp, "conf.d"))
+    conf = 'echo = ( { name = "e"; listen = [ "127.0.0.1:%d" ]; } );\n' % port
+    srv = Server(conf, dir=tmp)
+    for bad, why in (('@include "conf.d"\n', 'is not a regular file (a folder'),
+                     ('@include "conf.d\x00x"\n', "a NUL"), ('@include ""\n', "not a regular file")):
+        out = srv.reload(bad + conf)
+        assert "reload failed" in out and why in out, out
+        assert srv.proc.poll() is None
+    p = subprocess.run([MEDUSAD, "-t", "-c", srv.conf], capture_output=True, text=True)
+    assert p.returncode == 1 and "medusa.conf:3: @include" in p.stderr, p.stderr
+    s = connect_from("127.0.0.1", port)
+    s.sendall(b"still here\n")
+    assert s.recv(100) == b"still here\n"
+    s.close()
+    assert srv.stop() == 0
