@@ -167,34 +167,28 @@ void worker_conn_ready(struct conn *c)
         bufferevent_trigger(c->bev, EV_READ, 0);
 }
 
-struct host_text {
-    char s[64];
-};
-static struct host_text peer_host(const char *peer)
-{
-    struct host_text h;
-    iplimit_host(peer, h.s, sizeof h.s);
-    return h;
-}
-
-/* The service's max_conns_per_ip: 0 when the connection may come in (it is
- * counted then), 1 when it was refused and closed. Refusals are logged at
- * most once a LOG_EVERY_S per worker, with how many there were. */
+/* The service's max_conns_per_ip: the slot the connection now counts in,
+ * or -1 when it was refused and closed. Refusals are logged at most once a
+ * LOG_EVERY_S per worker, with how many there were. */
 #define LOG_EVERY_S 10
-static __attribute__((noinline)) int refuse_per_ip(struct worker *w, const struct service *svc,
-                                                   int fd, const char *peer, const char *listener,
-                                                   int tls)
+static __attribute__((noinline)) int count_per_ip(struct worker *w, const struct service *svc,
+                                                  int fd, const char *peer, const char *listener,
+                                                  int tls)
 {
-    if (iplimit_acquire(svc->name, peer_host(peer).s, svc->max_conns_per_ip) >= 0)
-        return 0;
+    char host[64];
+    iplimit_host(peer, host, sizeof host);
+    int slot = iplimit_acquire(svc->name, host, svc->max_conns_per_ip);
+    if (slot >= 0)
+        return slot;
     const char *busy = svc->module->busy_reply;
     if (busy && !tls) { /* best effort: the socket is new and empty */
         ssize_t n = send(fd, busy, strlen(busy), MSG_NOSIGNAL | MSG_DONTWAIT);
-        /* What the client has sent is read, so that the close is a FIN
-         * behind the answer rather than a reset that may discard it. */
-        char junk[4096];
-        if (n > 0)
+        if (n > 0) {
+            /* What the client has sent is read, so that the close is a FIN
+             * behind the answer rather than a reset that may discard it. */
+            char junk[4096];
             n = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+        }
         (void)n;
     }
     close(fd);
@@ -209,7 +203,7 @@ static __attribute__((noinline)) int refuse_per_ip(struct worker *w, const struc
         w->per_ip_logged = now;
         w->per_ip_refused = 0;
     }
-    return 1;
+    return -1;
 }
 
 /* The connection goes to its module, after its TLS handshake on a TLS
@@ -220,25 +214,22 @@ hand_over(struct worker *w, struct config *cfg, const struct service *svc, int f
           const char *listener, int is_unix, int proxied, int waited, int tls)
 {
     const struct module *m = svc->module;
-    int counted = 0;
-    if (svc->max_conns_per_ip && !is_unix) {
-        if (refuse_per_ip(w, svc, fd, peer, listener, tls))
-            return;
-        counted = 1;
-    }
+    int slot = -1; /* in the per-address counts (max_conns_per_ip) */
+    if (svc->max_conns_per_ip && !is_unix &&
+        (slot = count_per_ip(w, svc, fd, peer, listener, tls)) < 0)
+        return;
     if (!is_unix && (m->flags & MODULE_TCP_NODELAY)) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     struct conn *c = conn_new(w, cfg, svc, fd, peer, tls);
     if (!c) {
-        if (counted)
-            iplimit_release(iplimit_slot(svc->name, peer_host(peer).s));
+        iplimit_release(slot);
         return;
     }
     if (proxied) /* conn_new made it 0 */
         c->proxied = 1;
-    c->ip_counted = counted;
+    c->ip_counted = slot >= 0;
     log_debug(peer, "accepted on %s (%s)%s%s", listener, svc->name, proxied ? " via PROXY" : "",
               tls ? ", TLS" : "");
     if (tls)
