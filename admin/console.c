@@ -54,8 +54,9 @@
 #define MAX_LINE 8192
 #define MAX_WORDS 16
 #define FAIL_DELAY_MS 1000
-#define AUTH_S 10  /* seconds a TCP session has to authenticate */
-#define IDLE_S 600 /* seconds an idle session is kept */
+#define AUTH_S 10            /* seconds a TCP session has to authenticate */
+#define IDLE_S 600           /* seconds an idle session is kept */
+#define ACCEPT_RESUME_MS 100 /* out of descriptors: accepting pauses this long */
 
 const char *const admin_level_names[] = {"none", "operator", "admin"};
 
@@ -513,6 +514,14 @@ static int peer_allowed(int fd, char *why, size_t whylen)
     return 0;
 }
 
+static void resume_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin_listener *l = arg;
+    event_add(l->ev, NULL);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
@@ -523,8 +532,17 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The socket stays readable: stop watching it for a while
+                 * rather than spin (the clients wait in its queue). */
+                struct timeval tv = {0, ACCEPT_RESUME_MS * 1000};
+                log_warn(l->addr.text, "admin accept: %s; pausing accepts for %d ms",
+                         strerror(errno), ACCEPT_RESUME_MS);
+                event_del(l->ev);
+                evtimer_add(l->resume_ev, &tv);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                 log_error(l->addr.text, "admin accept: %s", strerror(errno));
+            }
             return;
         }
         char peer[LISTEN_TEXT_MAX];
@@ -694,7 +712,8 @@ int admin_console_start(struct supervisor *sup, const struct config *cfg, void *
             return -1;
         }
         l->ev = event_new(a->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
-        if (!l->ev || event_add(l->ev, NULL) < 0) {
+        l->resume_ev = evtimer_new(a->base, resume_accept_cb, l);
+        if (!l->ev || !l->resume_ev || event_add(l->ev, NULL) < 0) {
             snprintf(err, errlen, "cannot watch %s", addr->text);
             admin_console_stop(a);
             return -1;
@@ -742,6 +761,8 @@ void admin_console_stop(void *state)
         a->listeners = l->next;
         if (l->ev)
             event_free(l->ev);
+        if (l->resume_ev)
+            event_free(l->resume_ev);
         if (l->fd >= 0) {
             close(l->fd);
             listener_unlink(&l->addr);

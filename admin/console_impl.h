@@ -53,6 +53,7 @@ struct admin_listener {
     int is_unix;
     struct listen_addr addr;
     struct event *ev;
+    struct event *resume_ev; /* accepting again after running out of descriptors */
 };
 
 struct admin_session {
