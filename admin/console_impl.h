@@ -69,6 +69,7 @@ struct admin_session {
     char challenge[65];
     char peer[LISTEN_TEXT_MAX];
     struct event *delay_ev;
+    struct event *auth_ev;     /* TCP: the deadline to authenticate (AUTH_S from connecting) */
     struct admin_query *query; /* waiting for workers: no more lines are read */
 };
 
@@ -90,8 +91,9 @@ struct admin {
     struct event_base *base;
     struct supervisor *sup;
     struct admin_listener *listeners;
-    struct list sessions; /* struct admin_session */
-    unsigned nsessions;
+    struct list sessions;     /* struct admin_session */
+    unsigned nsessions;       /* every session, authenticating ones included */
+    unsigned nauthenticating; /* TCP sessions that have not authenticated yet */
     unsigned max_sessions;
     char *secret, *operator_secret;
     const struct tls_service *tls; /* the running configuration's, for new sessions */
