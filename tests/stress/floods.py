@@ -136,17 +136,21 @@ def read_responses(sock):
 
 def case_pipeline(args, chk):
     d = harness.temp_dir()
+    harness.site(d)
+    os.makedirs(os.path.join(d, "up"))
     port = harness.free_port()
     keepalive = 50
     srv = stresslib.Server(
         'workers = 2;\n' + harness.http_conf(
-            port, harness.site(d), 'max_uri = 128; max_header_size = 1024; max_headers = 8;'
+            port, '{ names = [ "*" ]; handlers = ( { type = "put"; path = "/up/"; root = "up"; },'
+            ' { type = "static"; path = "/"; root = "www"; } ); }', 'max_uri = 128; max_header_size = 1024; max_headers = 8;'
             ' max_body = 1024; keepalive_requests = %d; header_timeout = 5;' % keepalive), dir=d)
     fds0, rss0 = baseline(srv)
     good = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     bad = {414: b"GET /" + b"u" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
            431: b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(20)) + b"\r\n",
-           413: b"PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"b" * 5000,
+           413: b"PUT /up/f HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"b" * 5000,
+           405: b"PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"b" * 500,
            400: b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"}
     normal = Pacer(http_get(port))
     rng = random.Random(7)
@@ -231,12 +235,12 @@ def case_pipeline(args, chk):
 
 def case_chat(args, chk):
     port = harness.free_port()
-    max_output = 65536
+    max_output = 262144  # the default
     srv = stresslib.Server('workers = 2;\n' + harness.chat_conf(
         listen=["127.0.0.1:%d" % port], extra="max_output = %d; sndbuf = 16384;" % max_output))
     fds0, rss0 = baseline(srv)
     addr = ("127.0.0.1", port)
-    nread, nslow, lines = n_(args.scale, 20, 2), n_(args.scale, 10, 2), n_(args.scale, 3000, 300)
+    nread, nslow, lines = n_(args.scale, 20, 2), n_(args.scale, 10, 2), n_(args.scale, 4000, 1500)
     readers = []
     for i in range(nread):
         c = harness.ChatClient(addr, 30)
@@ -272,22 +276,27 @@ def case_chat(args, chk):
     for t in threads:
         t.start()
     t0 = time.monotonic()
-    lat = []
+    lag = []
     for i in range(lines):
         talker.send_line("%d %s" % (i, text))
-        if i % 100 == 0:
-            peak[0] = max(peak[0], srv.rss())
-            # readers keep up: at most 200 lines behind (the non-readers fill up)
+        if i % 10 == 0:
+            if i % 100 == 0:
+                peak[0] = max(peak[0], srv.rss())
+            # readers keep up: at most 100 lines (42 KB) behind, far from
+            # max_output; only the non-readers fill up
             t = time.monotonic()
-            while i - min(progress.get(c.nick, -1) for c in readers) > 200 and \
+            while i - min(progress.get(c.nick, -1) for c in readers) > 100 and \
                     len(results) < nread and time.monotonic() - t < 30:
                 time.sleep(0.002)
-            lat.append(time.monotonic() - t)
+            lag.append(time.monotonic() - t)
     for t in threads:
         t.join(60)
     dt = time.monotonic() - t0
-    print("chat: %d lines of %d bytes to %d readers in %.1f s (%.0f lines/s); %d non-readers"
-          % (lines, len(text), nread, dt, lines / dt, nslow))
+    print("chat: %d lines of %d bytes to %d readers in %.1f s (%.0f lines/s); %d non-readers; "
+          "the talker waited for readers %.1f s in all" % (lines, len(text), nread, dt, lines / dt,
+                                                           nslow, sum(lag)))
+    for line in [x for x in srv.log_text().splitlines() if "disconnecting reader" in x][:5]:
+        print("  log:", line[:160])
     chk.check(all(results.get(c.nick) is True for c in readers),
               "every reader got every line in order (%s)"
               % [v for v in results.values() if v is not True][:3])
@@ -411,11 +420,19 @@ def case_admin(args, chk):
             elif kind == "wrong":
                 s.sendall(b"auth " + b"0" * 64 + b"\n")
             elif kind in ("silent", "trickle"):
-                end = time.monotonic() + 3
-                while time.monotonic() < end and not stop.is_set():
+                # held until the server closes it (a newcomer evicts it, or
+                # its time to authenticate runs out)
+                s.settimeout(0.3)
+                end = time.monotonic() + 30
+                while time.monotonic() < end:
                     if kind == "trickle":
                         s.sendall(b"x")
-                    time.sleep(0.3)
+                    try:
+                        if not s.recv(65536):
+                            break
+                    except socket.timeout:
+                        pass
+            s.settimeout(5)
             try:
                 while s.recv(65536):
                     pass
@@ -426,36 +443,92 @@ def case_admin(args, chk):
         with lock:
             counts[kind] += 1
 
-    def flooder(kinds):
+    def flooder(kinds, pause):
         while not stop.is_set():
             try:
                 one(random.choice(kinds))
             except OSError:
                 pass
-
-    kinds = ["garbage", "binary", "long", "silent", "trickle"]
-    threads = [threading.Thread(target=flooder, args=(kinds,)) for _ in range(n_(args.scale, 40, 10))]
-    for t in threads:
-        t.start()
-    wrong_left = [3]  # at most a few wrong answers: failed logins may be throttled
+            if pause:
+                time.sleep(pause)
 
     def ctl():
-        if wrong_left[0] > 0:
-            wrong_left[0] -= 1
-            one("wrong")
         rc, out, err = harness.ctl("-a", "127.0.0.1:%d" % port, "-k", secret, "workers")
         if rc != 0:
             return "medusactl rc %d: %s %s" % (rc, out.strip()[:80], err.strip()[:80])
+
+    for _ in range(3):  # at most a few wrong answers: failed logins may be throttled
+        one("wrong")
+    # Phase 1: sessions that hold a slot (silent, trickling) and come back
+    # 50 ms after they are closed, more of them than the console lets authenticate
+    # at once (256), and a steady churn of garbage: medusactl must always
+    # get in. (Before the console gave 10 s from connecting to authenticate
+    # and made room by closing the oldest such session, 16 of them locked
+    # the operator out: trickling ones for good.)
+    nhold = 300
+    threads = [threading.Thread(target=flooder, args=(["silent", "trickle"], 0.05))
+               for _ in range(nhold)]
+    threads += [threading.Thread(target=flooder, args=(["garbage", "binary", "long"], 0.02))
+                for _ in range(10)]
+    for t in threads:
+        t.start()
     normal = Pacer(ctl, pause=0.2)
     time.sleep(20 * args.scale + 5)
+    normal.stop(chk, "medusactl (TCP, right secret) among %d holding sessions and garbage" % nhold)
     stop.set()
     for t in threads:
         t.join()
-    normal.stop(chk, "medusactl (TCP, right secret) during the flood", p99=3.0)
     print("flood sessions:", counts)
     chk.check(sum(counts.values()) > 100, "the flood made %d sessions" % sum(counts.values()))
+    # Phase 2: the same holders coming back at once, and garbage as fast
+    # as 20 threads send it: every newcomer past 256 closes the oldest
+    # session still authenticating, and medusactl may lose that race (its
+    # session is closed before its answer is read): reported, not asserted;
+    # a per-address limit is what stops such a flood. Right after it, the
+    # console works.
+    for k in counts:
+        counts[k] = 0
+    stop.clear()
+    threads = [threading.Thread(target=flooder, args=(["silent", "trickle"], 0))
+               for _ in range(nhold)]
+    threads += [threading.Thread(target=flooder, args=(["garbage", "binary", "long"], 0))
+                for _ in range(20)]
+    for t in threads:
+        t.start()
+    normal = Pacer(ctl, pause=0.2)
+    time.sleep(10 * args.scale + 2)
+    normal.done.set()
+    normal.t.join()
+    stop.set()
+    for t in threads:
+        t.join()
+    print("saturating flood: %d sessions in %.0f s; medusactl got in %d times of %d (%s)"
+          % (sum(counts.values()), 10 * args.scale + 2, len(normal.lat) - len(normal.fails),
+             len(normal.lat), stresslib.lat_text(normal.lat)))
+    chk.check(ctl() is None, "medusactl (TCP) works right after the saturating flood")
     rc, out, err = harness.ctl("-s", srv.sock, "info")
     chk.check(rc == 0, "the Unix console works")
+    # Alone, a client that trickles bytes is closed when its time to
+    # authenticate (10 s from connecting) runs out, not kept while it talks.
+    t = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.settimeout(0.5)
+    closed = False
+    while time.monotonic() - t < 20 and not closed:
+        try:
+            s.sendall(b"y")
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    closed = True
+                    break
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = True
+    s.close()
+    chk.check(closed and time.monotonic() - t < 13, "a trickling unauthenticated session is closed "
+              "after %.1f s (the console gives 10 s to authenticate)" % (time.monotonic() - t))
     finish(chk, srv, fds0, rss0)
 
 
