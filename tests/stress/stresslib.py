@@ -150,6 +150,30 @@ class CpuMeter:
         return (cpu_seconds(self.pid) - self.c0) / dt if dt > 0 else 0.0
 
 
+def sockets_to(pid, port):
+    """How many of pid's descriptors are TCP connections to 127.0.0.1:port."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if int(parts[2].rsplit(":", 1)[1], 16) == port and parts[3] != "0A":
+                        inodes.add(parts[9])
+        except FileNotFoundError:
+            pass
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if t.startswith("socket:[") and t[8:-1] in inodes:
+            n += 1
+    return n
+
+
 def pct(values, p):
     """The p-th percentile (nearest rank) of values; None when empty."""
     if not values:
