@@ -460,13 +460,13 @@ def case_admin(args, chk):
     for _ in range(3):  # at most a few wrong answers: failed logins may be throttled
         one("wrong")
     # Phase 1: sessions that hold a slot (silent, trickling) and come back
-    # 50 ms after they are closed, more of them than the console lets authenticate
+    # 200 ms after they are closed, more of them than the console lets authenticate
     # at once (256), and a steady churn of garbage: medusactl must always
     # get in. (Before the console gave 10 s from connecting to authenticate
     # and made room by closing the oldest such session, 16 of them locked
     # the operator out: trickling ones for good.)
     nhold = 300
-    threads = [threading.Thread(target=flooder, args=(["silent", "trickle"], 0.05))
+    threads = [threading.Thread(target=flooder, args=(["silent", "trickle"], 0.2))
                for _ in range(nhold)]
     threads += [threading.Thread(target=flooder, args=(["garbage", "binary", "long"], 0.02))
                 for _ in range(10)]
