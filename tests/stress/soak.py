@@ -74,6 +74,7 @@ class Soak:
         self.busy = 0  # clients inside an operation
         self.nloops = self.parked = 0  # client loops; those waiting, their connections closed
         self.uploads = {}  # path on disk -> sha256 of what the last successful upload sent
+        self.nuploads = 0
         self.scale_downs = []  # monotonic times
         self.reloads = self.scalings = 0
         self.samples = []
@@ -238,6 +239,7 @@ def http_client(soak, kind, port, ctx, files, d, tid):
             assert st in (201, 204), (st, body[:80])
             with soak.lock:
                 soak.uploads[os.path.join(d, "up", name)] = hashlib.sha256(data).hexdigest()
+                soak.nuploads += 1
         elif k == 3:  # proxy, GET
             st, body = request(c, "GET", "/api/big?n=%d" % rng.randint(1, 150000))
             assert st == 200, st
@@ -275,6 +277,7 @@ def ftp_client(soak, kind, port, ctx, d, tid):
         f.storbinary("STOR " + name, io.BytesIO(data))
         with soak.lock:
             soak.uploads[os.path.join(home, name)] = hashlib.sha256(data).hexdigest()
+            soak.nuploads += 1
         got = []
         f.retrbinary("RETR " + name, got.append)
         assert b"".join(got) == data, "RETR of %s differs" % name
@@ -552,8 +555,10 @@ def main():
     nfail = sum(len(v) for v in soak.fails.values())
     print("%-7s %9d %9d %17d" % ("total", total, nfail, sum(soak.legit.values())))
     dt = time.monotonic() - soak.t0
-    print("%.0f s, %.1f ops/s; %d reloads, %d scalings (%s), %d uploads checked"
-          % (dt, total / dt, soak.reloads, soak.scalings, args.workers_cycle, len(soak.uploads)))
+    print("%.0f s, %.1f ops/s; %d reloads, %d scalings (%s); %d uploads (each FTP one read back "
+          "at once), the last version of each of %d files compared on disk at the end"
+          % (dt, total / dt, soak.reloads, soak.scalings, args.workers_cycle, soak.nuploads,
+             len(soak.uploads)))
     if soak.samples:
         rs = [s[1] for s in soak.samples]
         fs = [s[2] for s in soak.samples]
