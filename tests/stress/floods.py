@@ -225,7 +225,7 @@ def case_pipeline(args, chk):
               "last one 'Connection: close' (%d problems: %s)" % (keepalive, len(problems),
                                                                    problems[:3]))
     chk.check(stats["answers"] > 0, "answers counted")
-    chk.check(peak - rss0 < 64 << 10, "RSS bounded while non-readers pipeline: peak %d KiB "
+    chk.check_rss(peak - rss0 < 64 << 10, "RSS bounded while non-readers pipeline: peak %d KiB "
               "(baseline %d KiB)" % (peak, rss0))
     stresslib.close_all(hogs)
     finish(chk, srv, fds0, rss0)
@@ -304,7 +304,7 @@ def case_chat(args, chk):
                      "the non-readers to be dropped")
     chk.check(srv.log_text().count("output buffer full") >= nslow,
               "all %d non-readers dropped (output buffer full)" % nslow)
-    chk.check(peak[0] - rss0 < 64 << 10, "RSS bounded: peak %d KiB (baseline %d KiB)"
+    chk.check_rss(peak[0] - rss0 < 64 << 10, "RSS bounded: peak %d KiB (baseline %d KiB)"
               % (peak[0], rss0))
     # the room goes on for the others
     late = harness.ChatClient(addr, 10)
