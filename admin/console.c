@@ -56,8 +56,10 @@
 #define MAX_LINE 8192
 #define MAX_WORDS 16
 #define FAIL_DELAY_MS 1000
-#define AUTH_S 10  /* seconds a TCP session has to authenticate */
-#define IDLE_S 600 /* seconds an idle session is kept */
+#define AUTHENTICATING_MAX 256 /* TCP sessions authenticating at once */
+#define AUTH_S 10              /* seconds a TCP session has to authenticate */
+#define IDLE_S 600             /* seconds an idle session is kept */
+#define ACCEPT_RESUME_MS 100   /* out of descriptors: accepting pauses this long */
 
 const char *const admin_level_names[] = {"none", "operator", "admin"};
 
@@ -96,6 +98,8 @@ static void session_free(struct admin_session *s)
     list_remove(&s->node);
     a->nsessions--;
     iplimit_release(s->ip_slot);
+    if (s->is_tcp && s->level == MODULE_ANYONE)
+        a->nauthenticating--;
     if (s->query) {
         event_free(s->query->timeout);
         sb_free(&s->query->sb);
@@ -103,6 +107,8 @@ static void session_free(struct admin_session *s)
     }
     if (s->delay_ev)
         event_free(s->delay_ev);
+    if (s->auth_ev)
+        event_free(s->auth_ev);
     bufferevent_free(s->bev);
     if (s->cfg)
         config_unref(s->cfg);
@@ -280,6 +286,15 @@ static void authenticate(struct admin_session *s, int argc, char **argv)
         s->level = MODULE_OPERATOR;
     if (s->level) {
         memset(s->challenge, 0, sizeof s->challenge); /* one use only */
+        a->nauthenticating--;
+        if (s->auth_ev)
+            event_del(s->auth_ev);
+        if (a->nsessions - a->nauthenticating > a->max_sessions) {
+            log_warn(s->peer, "admin session refused: %u sessions already", a->max_sessions);
+            admin_replyf(s, 500, "too many admin sessions (at most %u)\n", a->max_sessions);
+            admin_close_after_write(s);
+            return;
+        }
         struct timeval idle = {IDLE_S, 0};
         bufferevent_set_timeouts(s->bev, &idle, &idle);
         log_info(s->peer, "admin session authenticated (%s)", admin_level_names[s->level]);
@@ -536,6 +551,53 @@ static int peer_allowed(int fd, char *why, size_t whylen)
     return 0;
 }
 
+/* A TCP session has AUTH_S seconds from connecting to authenticate,
+ * however it spends them (the bufferevent's timeouts only see silence: a
+ * client trickling bytes would keep its slot for ever). */
+static void auth_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin_session *s = arg;
+    if (s->closing || s->delay_ev)
+        return;               /* already on its way out */
+    if (s->tls_handshaking) { /* nothing can be written to it */
+        tls_count_failed(bufferevent_openssl_get_ssl(s->bev), s->peer, "timed out");
+        session_free(s);
+        return;
+    }
+    log_info(s->peer, "admin session closed: not authenticated within %d s", AUTH_S);
+    admin_replyf(s, 401, "not authenticated within %d s\n", AUTH_S);
+    admin_close_after_write(s);
+}
+
+/* Too many sessions are authenticating: the oldest one still waiting to
+ * (not one whose failure is being answered) makes room, so that clients
+ * that connect and say nothing, or trickle, cannot lock the operator out:
+ * a flood must open AUTHENTICATING_MAX connections while one client
+ * authenticates to close it. Returns 0 when none can go. */
+static int evict_unauthenticated(struct admin *a, struct admin_session *newcomer)
+{
+    for (struct list *pos = list_last(&a->sessions); pos && pos != &a->sessions; pos = pos->prev) {
+        struct admin_session *s = list_entry(pos, struct admin_session, node);
+        if (s == newcomer || !s->is_tcp || s->level != MODULE_ANYONE || s->closing || s->delay_ev)
+            continue;
+        log_warn(s->peer, "admin session closed: %u others are authenticating, it is the oldest",
+                 AUTHENTICATING_MAX);
+        session_free(s);
+        return 1;
+    }
+    return 0;
+}
+
+static void resume_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin_listener *l = arg;
+    event_add(l->ev, NULL);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
@@ -546,8 +608,17 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The socket stays readable: stop watching it for a while
+                 * rather than spin (the clients wait in its queue). */
+                struct timeval tv = {0, ACCEPT_RESUME_MS * 1000};
+                log_warn(l->addr.text, "admin accept: %s; pausing accepts for %d ms",
+                         strerror(errno), ACCEPT_RESUME_MS);
+                event_del(l->ev);
+                evtimer_add(l->resume_ev, &tv);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                 log_error(l->addr.text, "admin accept: %s", strerror(errno));
+            }
             return;
         }
         char peer[LISTEN_TEXT_MAX];
@@ -597,12 +668,18 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         snprintf(s->peer, sizeof s->peer, "%s", peer);
         list_insert_head(&a->sessions, &s->node);
         a->nsessions++;
+        if (s->is_tcp)
+            a->nauthenticating++;
         bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
         /* An idle console session does not hold a slot for ever, and one
          * that has not authenticated holds it only briefly. */
         struct timeval idle = {l->is_unix ? IDLE_S : AUTH_S, 0};
         bufferevent_set_timeouts(bev, &idle, &idle);
-        if (a->nsessions > a->max_sessions) {
+        /* max_sessions counts authenticated sessions (and Unix ones); those
+         * authenticating have a pool of their own, checked again when they
+         * authenticate. */
+        if (a->nsessions - a->nauthenticating > a->max_sessions ||
+            (a->nauthenticating > AUTHENTICATING_MAX && !evict_unauthenticated(a, s))) {
             log_warn(peer, "admin session refused: %u sessions already", a->max_sessions);
             admin_replyf(s, 500, "too many admin sessions (at most %u)\n", a->max_sessions);
             admin_close_after_write(s);
@@ -630,6 +707,13 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             }
             for (size_t k = 0; k < sizeof rnd; k++)
                 snprintf(s->challenge + 2 * k, 3, "%02x", rnd[k]);
+            struct timeval deadline = {AUTH_S, 0};
+            if (!(s->auth_ev = evtimer_new(a->base, auth_timeout_cb, s)) ||
+                evtimer_add(s->auth_ev, &deadline) < 0) {
+                admin_replyf(s, 500, "out of memory\n");
+                admin_close_after_write(s);
+                continue;
+            }
             admin_reply(s, 401, s->challenge, strlen(s->challenge));
         } else {
             s->level = MODULE_ADMIN;
@@ -732,7 +816,8 @@ int admin_console_start(struct supervisor *sup, const struct config *cfg, void *
             return -1;
         }
         l->ev = event_new(a->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
-        if (!l->ev || event_add(l->ev, NULL) < 0) {
+        l->resume_ev = evtimer_new(a->base, resume_accept_cb, l);
+        if (!l->ev || !l->resume_ev || event_add(l->ev, NULL) < 0) {
             snprintf(err, errlen, "cannot watch %s", addr->text);
             admin_console_stop(a);
             return -1;
@@ -780,6 +865,8 @@ void admin_console_stop(void *state)
         a->listeners = l->next;
         if (l->ev)
             event_free(l->ev);
+        if (l->resume_ev)
+            event_free(l->resume_ev);
         if (l->fd >= 0) {
             close(l->fd);
             listener_unlink(&l->addr);

@@ -54,6 +54,7 @@ struct admin_listener {
     int is_unix;
     struct listen_addr addr;
     struct event *ev;
+    struct event *resume_ev; /* accepting again after running out of descriptors */
 };
 
 struct admin_session {
@@ -69,6 +70,7 @@ struct admin_session {
     char challenge[65];
     char peer[LISTEN_TEXT_MAX];
     struct event *delay_ev;
+    struct event *auth_ev;     /* TCP: the deadline to authenticate (AUTH_S from connecting) */
     struct admin_query *query; /* waiting for workers: no more lines are read */
     int ip_slot;               /* counted against max_conns_per_ip, or -1 */
 };
@@ -91,8 +93,9 @@ struct admin {
     struct event_base *base;
     struct supervisor *sup;
     struct admin_listener *listeners;
-    struct list sessions; /* struct admin_session */
-    unsigned nsessions;
+    struct list sessions;     /* struct admin_session */
+    unsigned nsessions;       /* every session, authenticating ones included */
+    unsigned nauthenticating; /* TCP sessions that have not authenticated yet */
     unsigned max_sessions, max_conns_per_ip;
     char *secret, *operator_secret;
     const struct tls_service *tls; /* the running configuration's, for new sessions */

@@ -257,8 +257,23 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
     struct sockaddr_storage ss, peer;
     socklen_t sl = sizeof ss, pl = sizeof peer;
     int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+            return; /* EAGAIN, ECONNABORTED: keep waiting */
+        /* The connection stays queued and the socket readable: waiting
+         * would spin. The channel ends, as with a timeout. */
+        int err = errno;
+        log_warn(s->c->peer, "ftp: passive accept: %s; data channel closed", strerror(err));
+        if (d->kind == X_NONE) {
+            conn_count_error(s->c);
+            ftp_data_close(s, NULL);
+            return;
+        }
+        char why[128];
+        snprintf(why, sizeof why, "Failed to establish the data connection: %s.", strerror(err));
+        ftp_xfer_end(s, 425, why, "no data connection");
         return;
+    }
     /* The client's side: the control connection's TCP peer, or behind a
      * load balancer (proxy_protocol) the client it named. */
     int ours = getpeername(s->c->fd, (struct sockaddr *)&peer, &pl) == 0 &&

@@ -188,6 +188,10 @@ static void end_head(struct http_req *r, int has_length, uint64_t length)
     if (!llhttp_should_keep_alive(&r->parser) || hc->stopping ||
         hc->nreq + 1 >= r->srv->keepalive_requests)
         r->close_after = 1;
+    /* Answered before a body nobody takes: the connection closes after this
+     * answer without reading the body (http_parse.c), so say so. */
+    if (r->expects_body && !r->body_taken)
+        r->close_after = 1;
     if (r->close_after)
         out_str(r, "Connection: close\r\n");
     else if (r->http_minor == 0)

@@ -477,7 +477,9 @@ def sanitized():
     if _SANITIZED is None:
         with open(MEDUSAD, "rb") as f:
             data = f.read()
-        _SANITIZED = b"AddressSanitizer" in data or b"ThreadSanitizer" in data
+        # (a sanitizer linked dynamically leaves only its symbols' names)
+        _SANITIZED = any(w in data for w in (b"AddressSanitizer", b"ThreadSanitizer",
+                                             b"__asan_init", b"__tsan_init"))
     return _SANITIZED
 
 
