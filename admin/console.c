@@ -576,7 +576,7 @@ static void auth_timeout_cb(evutil_socket_t fd, short what, void *arg)
  * that connect and say nothing, or trickle, cannot lock the operator out:
  * a flood must open AUTHENTICATING_MAX connections while one client
  * authenticates to close it. Returns 0 when none can go. */
-static int evict_unauthenticated(struct admin *a, struct admin_session *newcomer)
+static int evict_unauthenticated(struct admin *a, const struct admin_session *newcomer)
 {
     for (struct list *pos = list_last(&a->sessions); pos && pos != &a->sessions; pos = pos->prev) {
         struct admin_session *s = list_entry(pos, struct admin_session, node);
@@ -675,6 +675,20 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
          * that has not authenticated holds it only briefly. */
         struct timeval idle = {l->is_unix ? IDLE_S : AUTH_S, 0};
         bufferevent_set_timeouts(bev, &idle, &idle);
+        /* Its address's cap first, before another session makes room. */
+        if (s->is_tcp && a->max_conns_per_ip) {
+            char host[64];
+            iplimit_host(peer, host, sizeof host);
+            if ((s->ip_slot = iplimit_acquire(IPLIMIT_CONSOLE, "", host, a->max_conns_per_ip)) <
+                0) {
+                log_warn(peer, "admin session refused: %u sessions from this address already",
+                         a->max_conns_per_ip);
+                admin_replyf(s, 500, "too many admin sessions from your address (at most %u)\n",
+                             a->max_conns_per_ip);
+                admin_close_after_write(s);
+                continue;
+            }
+        }
         /* max_sessions counts authenticated sessions (and Unix ones); those
          * authenticating have a pool of their own, checked again when they
          * authenticate. */
@@ -684,18 +698,6 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             admin_replyf(s, 500, "too many admin sessions (at most %u)\n", a->max_sessions);
             admin_close_after_write(s);
             continue;
-        }
-        if (s->is_tcp && a->max_conns_per_ip) {
-            char host[64];
-            iplimit_host(peer, host, sizeof host);
-            if ((s->ip_slot = iplimit_acquire("admin", host, a->max_conns_per_ip)) < 0) {
-                log_warn(peer, "admin session refused: %u sessions from this address already",
-                         a->max_conns_per_ip);
-                admin_replyf(s, 500, "too many admin sessions from your address (at most %u)\n",
-                             a->max_conns_per_ip);
-                admin_close_after_write(s);
-                continue;
-            }
         }
         bufferevent_enable(bev, EV_READ | EV_WRITE);
         if (s->is_tcp) {

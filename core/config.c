@@ -486,29 +486,68 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
     FILE *f = fopen(file, "re");
     if (!f)
         return 0; /* libconfig says why, with its own words */
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    int rc = 0;
-    for (int ln = 1; rc == 0 && (n = getline(&line, &cap, f)) > 0; ln++) {
-        const char *p = line + strspn(line, " \t");
-        if (strncmp(p, "@include", 8) != 0)
+    /* the whole file, NULs included */
+    char *text = NULL;
+    ssize_t n = 0;
+    for (size_t cap = 0;;) {
+        if ((size_t)n == cap) {
+            char *grown = realloc(text, cap = cap ? 2 * cap : 4096);
+            if (!grown)
+                break;
+            text = grown;
+        }
+        size_t got = fread(text + n, 1, cap - (size_t)n, f);
+        if (!got)
+            break;
+        n += (ssize_t)got;
+    }
+    fclose(f);
+    int rc = 0, ln = 1;
+    /* libconfig's scanner: at a line's start, [ \t]*@include[ \t]+" then
+     * the name up to the next ", over lines, with \\ and \" escaped */
+    for (ssize_t i = 0; rc == 0 && i < n; i++) {
+        if (i > 0 && text[i - 1] != '\n')
             continue;
-        p += 8;
-        p += strspn(p, " \t");
-        const char *end = *p == '"' ? memchr(p + 1, '"', (size_t)(line + n - (p + 1))) : NULL;
-        if (!end) /* libconfig reports the syntax */
+        if (i > 0)
+            ln++;
+        ssize_t j = i;
+        while (j < n && (text[j] == ' ' || text[j] == '\t'))
+            j++;
+        if (j + 9 > n || memcmp(text + j, "@include", 8) != 0 ||
+            (text[j + 8] != ' ' && text[j + 8] != '\t'))
             continue;
-        size_t len = (size_t)(end - (p + 1));
-        char name[PATH_MAX], full[PATH_MAX];
+        j += 8;
+        while (j < n && (text[j] == ' ' || text[j] == '\t'))
+            j++;
+        if (j >= n || text[j] != '"')
+            continue;
+        char name[PATH_MAX];
+        size_t len = 0;
+        int nul = 0, closed = 0;
+        for (j++; j < n; j++) {
+            char ch = text[j];
+            if (ch == '"') {
+                closed = 1;
+                break;
+            }
+            if (ch == '\\' && j + 1 < n && (text[j + 1] == '\\' || text[j + 1] == '"'))
+                ch = text[++j];
+            else if (ch == '\\')
+                continue;
+            nul |= ch == '\0';
+            if (len + 1 < sizeof name)
+                name[len++] = ch;
+        }
+        name[len] = '\0';
+        if (!closed)
+            continue; /* libconfig reports the syntax */
+        char full[PATH_MAX + 2];
         struct stat st;
-        if (memchr(p + 1, '\0', len) || len >= sizeof name) {
+        if (nul || len + 1 >= sizeof name) {
             snprintf(err, errlen, "%s:%d: @include: a NUL or an over-long name", file, ln);
             rc = -1;
             break;
         }
-        memcpy(name, p + 1, len);
-        name[len] = '\0';
         snprintf(full, sizeof full, "%s%s%s", name[0] == '/' ? "" : dir, name[0] == '/' ? "" : "/",
                  name);
         if (stat(full, &st) < 0)
@@ -524,8 +563,7 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
             rc = check_includes(full, dir, depth + 1, err, errlen);
         }
     }
-    free(line);
-    fclose(f);
+    free(text);
     return rc;
 }
 

@@ -239,7 +239,7 @@ static void ip_uncount(const struct service *svc, const char *peer)
 {
     char host[64];
     iplimit_host(peer, host, sizeof host);
-    iplimit_release(iplimit_slot(svc->name, host));
+    iplimit_release(iplimit_slot(IPLIMIT_SERVICE, svc->name, host));
 }
 
 /* tell: the module's closed() runs (not when the module has already let

@@ -42,9 +42,10 @@ static uint64_t key(void)
     return atomic_load(&hash_key);
 }
 
-int iplimit_slot(const char *scope, const char *host)
+int iplimit_slot(enum iplimit_kind kind, const char *scope, const char *host)
 {
     uint64_t h = key() ^ 0xcbf29ce484222325ull;
+    h = (h ^ (unsigned)kind) * 0x100000001b3ull;
     for (const char *p = scope; *p; p++)
         h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
     h = (h ^ 0xff) * 0x100000001b3ull; /* ("ab", "c") is not ("a", "bc") */
@@ -54,9 +55,9 @@ int iplimit_slot(const char *scope, const char *host)
     return (int)(h % IP_SLOTS);
 }
 
-int iplimit_acquire(const char *scope, const char *host, unsigned max)
+int iplimit_acquire(enum iplimit_kind kind, const char *scope, const char *host, unsigned max)
 {
-    int slot = iplimit_slot(scope, host);
+    int slot = iplimit_slot(kind, scope, host);
     if (atomic_fetch_add_explicit(&counts[slot], 1, memory_order_relaxed) >= max) {
         atomic_fetch_sub_explicit(&counts[slot], 1, memory_order_relaxed);
         return -1;
@@ -70,7 +71,7 @@ void iplimit_release(int slot)
         atomic_fetch_sub_explicit(&counts[slot], 1, memory_order_relaxed);
 }
 
-unsigned iplimit_count(const char *scope, const char *host)
+unsigned iplimit_count(enum iplimit_kind kind, const char *scope, const char *host)
 {
-    return atomic_load_explicit(&counts[iplimit_slot(scope, host)], memory_order_relaxed);
+    return atomic_load_explicit(&counts[iplimit_slot(kind, scope, host)], memory_order_relaxed);
 }

@@ -20,12 +20,16 @@
  * "[::1]:80" -> "::1"); returns its length. */
 size_t iplimit_host(const char *peer, char *out, size_t len);
 
-/* The slot of (scope, host). */
-int iplimit_slot(const char *scope, const char *host);
+/* What is counted: a scope is a name within its kind, so a service named
+ * "admin" does not share the console's counts. */
+enum iplimit_kind { IPLIMIT_SERVICE = 1, IPLIMIT_CONSOLE, IPLIMIT_FTP_SESSIONS };
 
-/* Counts one more connection from host in scope: its slot, or -1 when
- * there are already max (nothing counted then). */
-int iplimit_acquire(const char *scope, const char *host, unsigned max);
+/* The slot of (kind, scope, host). */
+int iplimit_slot(enum iplimit_kind kind, const char *scope, const char *host);
+
+/* Counts one more connection from host in (kind, scope): its slot, or -1
+ * when there are already max (nothing counted then). */
+int iplimit_acquire(enum iplimit_kind kind, const char *scope, const char *host, unsigned max);
 void iplimit_release(int slot);
 /* The current count of (scope, host), for tests and the console. */
-unsigned iplimit_count(const char *scope, const char *host);
+unsigned iplimit_count(enum iplimit_kind kind, const char *scope, const char *host);

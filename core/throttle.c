@@ -358,5 +358,7 @@ size_t throttle_clear(const char *host)
         tell_everyone(h, 0, 0);
         n++;
     }
+    if (host && !n) /* its count may have made room for others: the waits may not */
+        tell_everyone(host, 0, 0);
     return n;
 }

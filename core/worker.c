@@ -177,7 +177,7 @@ static __attribute__((noinline)) int count_per_ip(struct worker *w, const struct
 {
     char host[64];
     iplimit_host(peer, host, sizeof host);
-    int slot = iplimit_acquire(svc->name, host, svc->max_conns_per_ip);
+    int slot = iplimit_acquire(IPLIMIT_SERVICE, svc->name, host, svc->max_conns_per_ip);
     if (slot >= 0)
         return slot;
     const char *busy = svc->module->busy_reply;
@@ -215,9 +215,13 @@ hand_over(struct worker *w, struct config *cfg, const struct service *svc, int f
 {
     const struct module *m = svc->module;
     int slot = -1; /* in the per-address counts (max_conns_per_ip) */
-    if (svc->max_conns_per_ip && !is_unix &&
-        (slot = count_per_ip(w, svc, fd, peer, listener, tls)) < 0)
+    /* (a Unix listener's peer is an address only behind a PROXY header) */
+    if (svc->max_conns_per_ip && (!is_unix || proxied) &&
+        (slot = count_per_ip(w, svc, fd, peer, listener, tls)) < 0) {
+        if (waited) /* its wait counted as a connection, which is gone */
+            worker_conn_gone(w);
         return;
+    }
     if (!is_unix && (m->flags & MODULE_TCP_NODELAY)) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -225,6 +229,8 @@ hand_over(struct worker *w, struct config *cfg, const struct service *svc, int f
     struct conn *c = conn_new(w, cfg, svc, fd, peer, tls);
     if (!c) {
         iplimit_release(slot);
+        if (waited)
+            worker_conn_gone(w);
         return;
     }
     if (proxied) /* conn_new made it 0 */
@@ -426,8 +432,18 @@ static int accept_batch(struct worker *w, struct wlistener *l, int max)
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warn(l->text, "accept: %s; pausing accepts for %d ms", strerror(errno),
-                         RESUME_MS);
+                /* Once per LOG_EVERY_S: the pauses repeat every RESUME_MS
+                 * for as long as the descriptors are short. */
+                w->accept_pauses++;
+                time_t now = time(NULL);
+                if (now - w->accept_logged >= LOG_EVERY_S) {
+                    log_warn(l->text,
+                             "accept: %s; pausing accepts for %d ms (%lu pauses on this worker "
+                             "since the last such line)",
+                             strerror(errno), RESUME_MS, w->accept_pauses);
+                    w->accept_logged = now;
+                    w->accept_pauses = 0;
+                }
                 stat_add(&w->stats->errors, 1);
                 pause_accept(w, RESUME_MS);
                 break;

@@ -52,6 +52,8 @@ struct worker {
     void *throttle;               /* the login waits it starts with (core/throttle.h) */
     unsigned long per_ip_refused; /* refusals at max_conns_per_ip since the last log line */
     time_t per_ip_logged;         /* when that line was */
+    unsigned long accept_pauses;  /* out of descriptors: pauses since the last log line */
+    time_t accept_logged;         /* when that line was */
     int attached;                 /* a thread serves it (worker_attach) */
 };
 

@@ -65,12 +65,11 @@ void ftp_count(struct ftp_session *s, int which, uint64_t n)
 /* The slot; -1: not counted (a Unix socket); -2: at the limit. */
 static int ip_acquire(const struct conn *c, unsigned max)
 {
-    char scope[96], host[64];
+    char host[64];
     conn_peer_host(c, host, sizeof host);
     if (strncmp(host, "unix:", 5) == 0)
         return -1;
-    snprintf(scope, sizeof scope, "ftp sessions %s", c->svc->name);
-    int slot = iplimit_acquire(scope, host, max);
+    int slot = iplimit_acquire(IPLIMIT_FTP_SESSIONS, c->svc->name, host, max);
     return slot < 0 ? -2 : slot;
 }
 

@@ -128,7 +128,7 @@ void http_resp_header(struct http_req *r, const char *name, const char *value, s
 void http_resp_header_untrusted(struct http_req *r, const char *name, const char *value, size_t len)
 {
     size_t i = 0;
-    while (i < len && ((unsigned char)value[i] >= 0x20 || value[i] == '\t'))
+    while (i < len && ((unsigned char)value[i] >= 0x20 || value[i] == '\t') && value[i] != 0x7f)
         i++;
     if (i == len) {
         http_resp_header(r, name, value, len);
@@ -140,7 +140,7 @@ void http_resp_header_untrusted(struct http_req *r, const char *name, const char
     size_t from = 0;
     for (; i < len; i++) {
         unsigned char ch = (unsigned char)value[i];
-        if (ch >= 0x20 || ch == '\t')
+        if ((ch >= 0x20 || ch == '\t') && ch != 0x7f)
             continue;
         char esc[4];
         snprintf(esc, sizeof esc, "%%%02X", ch);

@@ -220,6 +220,14 @@ def test_http_basic_failures_slow_down_then_refuse_across_workers_and_recover():
     assert status_of(out) == 429 and b"Retry-After: 1\r\n" in out, out
     # another address is not affected
     assert status_of(basic(hport, "alice", "Wonderland-7", src="127.0.0.2")) == 200
+    # one guess per connection: what is pipelined behind a failure is not checked
+    import base64
+    s = connect_from("127.0.0.3", hport)
+    s.sendall(b"".join(b"GET /p/s.txt HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n\r\n"
+                       % base64.b64encode(b"alice:guess-%d" % i) for i in range(5)))
+    out = read_all(s)
+    s.close()
+    assert out.count(b"HTTP/1.1 401") == 1 and b"Connection: close" in out, out
     # after the 1 s wait a try is checked again; failures 3 and 4 reach the block
     time.sleep(1.1)
     assert status_of(basic(hport, "alice", "guess-3")) == 401
@@ -234,7 +242,8 @@ def test_http_basic_failures_slow_down_then_refuse_across_workers_and_recover():
     assert srv.log_text().count("login refused without a check: too many") <= 2
     # the console lists the address; the block ends by itself
     listed = srv.ctl_json("throttle")
-    assert [(e["address"], e["failures"], e["blocked"]) for e in listed] == [("127.0.0.1", 4, True)]
+    assert sorted((e["address"], e["failures"], e["blocked"]) for e in listed) == [
+        ("127.0.0.1", 4, True), ("127.0.0.3", 1, False)]
     wait_for(lambda: status_of(basic(hport, "alice", "Wonderland-7")) == 200, 6, "the block to end")
     assert srv.stop() == 0
 
@@ -503,7 +512,8 @@ def test_an_include_of_a_folder_is_an_error_not_an_exit_on_reload():
     conf = 'echo = ( { name = "e"; listen = [ "127.0.0.1:%d" ]; } );\n' % port
     srv = Server(conf, dir=tmp)
     for bad, why in (('@include "conf.d"\n', 'is not a regular file (a folder'),
-                     ('@include "conf.d\x00x"\n', "a NUL"), ('@include ""\n', "not a regular file")):
+                     ('@include "conf.d\x00x"\n', "a NUL"), ('@include ""\n', "not a regular file"),
+                     ('@include "conf.d\n\x00"\n', "a NUL")):  # a name may span lines
         out = srv.reload(bad + conf)
         assert "reload failed" in out and why in out, out
         assert srv.proc.poll() is None

@@ -97,6 +97,10 @@ static enum http_action auth_on_req(struct http_handler *h, struct http_req *r)
                     log_info(r->c->peer, "authentication failed for user '%.64s' on %s", decoded,
                              r->path);
                     throttle_failed(host);
+                    /* one guess per connection: requests pipelined behind
+                     * it would be checked before the supervisor's wait for
+                     * the address reaches this worker */
+                    r->close_after = 1;
                 }
             }
         }
