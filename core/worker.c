@@ -167,10 +167,23 @@ void worker_conn_ready(struct conn *c)
         bufferevent_trigger(c->bev, EV_READ, 0);
 }
 
-/* The service's max_conns_per_ip: the slot the connection now counts in,
- * or -1 when it was refused and closed. Refusals are logged at most once a
- * LOG_EVERY_S per worker, with how many there were. */
+/* Counts one more of a repeating event: its count since the last line when
+ * a line is due (at most one per LOG_EVERY_S), else 0. */
 #define LOG_EVERY_S 10
+static unsigned long log_due(struct log_every *e)
+{
+    e->n++;
+    time_t now = time(NULL);
+    if (now - e->at < LOG_EVERY_S)
+        return 0;
+    unsigned long n = e->n;
+    e->at = now;
+    e->n = 0;
+    return n;
+}
+
+/* The service's max_conns_per_ip: the slot the connection now counts in,
+ * or -1 when it was refused and closed. */
 static __attribute__((noinline)) int count_per_ip(struct worker *w, const struct service *svc,
                                                   int fd, const char *peer, const char *listener,
                                                   int tls)
@@ -193,16 +206,12 @@ static __attribute__((noinline)) int count_per_ip(struct worker *w, const struct
     }
     close(fd);
     stat_add(&w->stats->refused, 1);
-    w->per_ip_refused++;
-    time_t now = time(NULL);
-    if (now - w->per_ip_logged >= LOG_EVERY_S) {
+    unsigned long n = log_due(&w->per_ip_refusals);
+    if (n)
         log_warn(peer,
                  "refused on %s: %u connections from this address already (%s's "
                  "max_conns_per_ip); %lu refused on this worker since the last such line",
-                 listener, svc->max_conns_per_ip, svc->name, w->per_ip_refused);
-        w->per_ip_logged = now;
-        w->per_ip_refused = 0;
-    }
+                 listener, svc->max_conns_per_ip, svc->name, n);
     return -1;
 }
 
@@ -434,16 +443,12 @@ static int accept_batch(struct worker *w, struct wlistener *l, int max)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Once per LOG_EVERY_S: the pauses repeat every RESUME_MS
                  * for as long as the descriptors are short. */
-                w->accept_pauses++;
-                time_t now = time(NULL);
-                if (now - w->accept_logged >= LOG_EVERY_S) {
+                unsigned long pauses = log_due(&w->accept_pauses);
+                if (pauses)
                     log_warn(l->text,
                              "accept: %s; pausing accepts for %d ms (%lu pauses on this worker "
                              "since the last such line)",
-                             strerror(errno), RESUME_MS, w->accept_pauses);
-                    w->accept_logged = now;
-                    w->accept_pauses = 0;
-                }
+                             strerror(errno), RESUME_MS, pauses);
                 stat_add(&w->stats->errors, 1);
                 pause_accept(w, RESUME_MS);
                 break;

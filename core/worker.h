@@ -42,19 +42,22 @@ struct worker {
     size_t nconns;
     void **mstate; /* [module id]: each module's worker state */
     struct event *resume_ev, *grace_ev, *lag_ev;
-    struct timespec lag_due;      /* when lag_ev should fire */
-    int accept_paused;            /* listeners off: at worker_connections or out of descriptors */
-    int stopping;                 /* no longer accepting: sessions finish, move, or are closed */
-    int leaving;                  /* stopping because the server scales down: sessions move */
-    int draining;                 /* the supervisor's mark: leaving (supervisor thread only) */
-    struct worker_stats *stats;   /* stats_slot(id) */
-    struct tls_keys *tls_keys;    /* the ticket keys it starts with, until its thread takes them */
-    void *throttle;               /* the login waits it starts with (core/throttle.h) */
-    unsigned long per_ip_refused; /* refusals at max_conns_per_ip since the last log line */
-    time_t per_ip_logged;         /* when that line was */
-    unsigned long accept_pauses;  /* out of descriptors: pauses since the last log line */
-    time_t accept_logged;         /* when that line was */
-    int attached;                 /* a thread serves it (worker_attach) */
+    struct timespec lag_due;    /* when lag_ev should fire */
+    int accept_paused;          /* listeners off: at worker_connections or out of descriptors */
+    int stopping;               /* no longer accepting: sessions finish, move, or are closed */
+    int leaving;                /* stopping because the server scales down: sessions move */
+    int draining;               /* the supervisor's mark: leaving (supervisor thread only) */
+    struct worker_stats *stats; /* stats_slot(id) */
+    struct tls_keys *tls_keys;  /* the ticket keys it starts with, until its thread takes them */
+    void *throttle;             /* the login waits it starts with (core/throttle.h) */
+    /* Events that repeat as fast as clients come, logged once a while with
+     * how many there were (worker.c's log_due): refusals at
+     * max_conns_per_ip, and pauses for lack of descriptors. */
+    struct log_every {
+        unsigned long n; /* since the last line */
+        time_t at;       /* when that line was */
+    } per_ip_refusals, accept_pauses;
+    int attached; /* a thread serves it (worker_attach) */
 };
 
 /* ---- for modules, on the worker's own thread ---- */
