@@ -22,7 +22,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,15 +149,6 @@ static int data_poll(struct fz_client *cl, void *arg)
     return moved;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    if (ftw->level > 0)
-        remove(path);
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -168,8 +158,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (d.fd[i] >= 0)
             close(d.fd[i]);
     /* every input starts from the same files */
-    nftw(fz_path(2, "home"), rm_one, 8, FTW_DEPTH | FTW_PHYS);
-    nftw(fz_path(2, "ftp/incoming"), rm_one, 8, FTW_DEPTH | FTW_PHYS);
+    fz_empty("home");
+    fz_empty("ftp/incoming");
     fixture();
     return 0;
 }

@@ -12,7 +12,6 @@
 
 #include "core/worker.h"
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -71,20 +70,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    if (ftw->level > 0)
-        remove(path);
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_session(w, "web", 0, NULL, data, size, NULL, NULL, NULL);
     /* every input starts with an empty upload folder */
-    nftw(fz_path(2, "uploads"), rm_one, 8, FTW_DEPTH | FTW_PHYS);
+    fz_empty("uploads");
     return 0;
 }

@@ -43,19 +43,31 @@ static struct event_base *also;
         abort();                                                                                   \
     } while (0)
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static int rm_below(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
     (void)flag;
-    (void)ftw;
-    remove(path);
+    if (ftw->level > 0)
+        remove(path);
     return 0;
+}
+
+static void empty_dir(const char *path)
+{
+    nftw(path, rm_below, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void fz_empty(const char *rel)
+{
+    empty_dir(fz_path(3, rel));
 }
 
 static void remove_dir(void)
 {
-    if (dir[0])
-        nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    if (dir[0]) {
+        empty_dir(dir);
+        rmdir(dir);
+    }
 }
 
 const char *fz_init(void)

@@ -35,6 +35,8 @@ const char *fz_init(void);
 void fz_mkdir(const char *rel);
 void fz_write(const char *rel, const char *text);
 void fz_symlink(const char *target, const char *rel);
+/* Removes everything in the folder rel (not rel itself). */
+void fz_empty(const char *rel);
 /* rel's absolute path, in a static buffer of the given slot (0..3). */
 const char *fz_path(int slot, const char *rel);
 /* Writes text to rel and loads it with config_load; abort with the error
