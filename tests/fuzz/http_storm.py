@@ -68,28 +68,19 @@ SPLICES = [b"%", b"%2f", b"..", b"/", b"\r\n", b":", b" ", b"\x00", b"%00", b"by
 
 
 def mutate(rng, d):
-    d = bytearray(d)
-    for _ in range(rng.randint(1, 6)):
-        if not d:
-            break
-        op, pos = rng.randint(0, 4), rng.randrange(len(d))
-        if op == 0:
-            d[pos] = rng.randrange(256)
-        elif op == 1:
-            d[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
-        elif op == 2:
-            del d[pos:pos + rng.randint(1, 16)]
-        elif op == 3:
-            d[pos:pos] = rng.choice(SPLICES)
-        else:
-            d = d[:pos]
-    return bytes(d)
+    return mutate_with(rng, d, SPLICES)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n different free ports: each socket is held until all are chosen."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 CHAT_TEMPLATES = [b"alice\r\n", b"bob\r\nhello everyone\r\n", b"carol\r\n/who\r\n/help\r\n",
@@ -263,7 +254,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import ftp_storm
     tmp = tempfile.mkdtemp(prefix="medusa-storm-")
-    ports = {k: free_port() for k in ("http", "ftp", "chat", "console")}
+    ports = dict(zip(("http", "ftp", "chat", "console", "backend"), free_ports(5)))
     port = ports["http"]
     os.makedirs(os.path.join(tmp, "www"))
     os.makedirs(os.path.join(tmp, "up"))
@@ -283,7 +274,7 @@ def main():
         with open(os.path.join(tmp, name), "w") as f:
             f.write(text + "\n")
         os.chmod(os.path.join(tmp, name), 0o600)
-    bport = free_port()
+    bport = ports["backend"]
     backend = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(
         os.path.abspath(__file__)), "..", "integration", "backend.py"), str(bport), "b"],
         stdout=subprocess.PIPE)

@@ -2,6 +2,7 @@
 ports in a temporary folder, talk to it with real sockets and medusactl,
 clean up. conftest.py says which medusad (MEDUSAD in the environment)."""
 import atexit
+import ftplib
 import hashlib
 import hmac
 import json
@@ -23,6 +24,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    """ftplib's FTP_TLS whose data connections resume the control
+    connection's TLS session, as curl and lftp do (and medusa, like vsftpd,
+    requires by default)."""
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host,
+                                            session=self.sock.session)
+        return conn, size
 
 
 def free_ports(n):

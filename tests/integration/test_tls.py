@@ -15,8 +15,8 @@ import subprocess
 import threading
 import time
 
-from harness import (MEDUSACTL, Server, curl, free_port, sanitized, site, temp_dir, wait_for,
-                     write_secret)
+from harness import (MEDUSACTL, ReusingFTP_TLS, Server, curl, free_port, sanitized, site,
+                     temp_dir, wait_for, write_secret)
 
 
 def make_cert(d, name, cn, kind="ec", sans=None):
@@ -573,18 +573,6 @@ def ftps_conf(d, port, tport, extra=""):
             ' root = "ftp"; anonymous = true; anonymous_upload = "/up"; users = "ftpusers"; %s\n'
             ' tls = { certificate = "cert.pem"; key = "cert.key"; }; } );\n'
             % (port, tport, extra))
-
-
-class ReusingFTP_TLS(ftplib.FTP_TLS):
-    """ftplib's FTP_TLS resumes the control connection's session on its data
-    connections, as curl and lftp do (and vsftpd requires)."""
-
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host,
-                                            session=self.sock.session)
-        return conn, size
 
 
 def ftps_session(cls, ctx, port):

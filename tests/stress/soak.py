@@ -197,18 +197,6 @@ def conf(p, server_name):
             % (p["echo"], p["echos"], tls))
 
 
-class ReusingFTP_TLS(ftplib.FTP_TLS):
-    """Data connections resume the control connection's TLS session (as
-    medusa requires by default; see tests/integration/test_tls.py)."""
-
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host,
-                                            session=self.sock.session)
-        return conn, size
-
-
 # ---- the clients ----
 
 def http_client(soak, kind, port, ctx, files, d, tid):
@@ -259,7 +247,7 @@ def ftp_client(soak, kind, port, ctx, d, tid):
 
     def setup():
         if ctx:
-            f = ReusingFTP_TLS(context=ctx)
+            f = harness.ReusingFTP_TLS(context=ctx)
             f.connect("localhost", port, timeout=30)
             f.auth()
             f.login("soak", "soakpw")
